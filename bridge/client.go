@@ -1,0 +1,419 @@
+package bridge
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+)
+
+// Outcome classifies a finished backend call; the values are the
+// `outcome` label of wsbridge_backend_requests_total.
+type Outcome string
+
+// Outcomes of a backend call.
+const (
+	OutcomeOK          Outcome = "ok"          // 2xx (GET: body "ok")
+	OutcomeRefused     Outcome = "refused"     // GET answered with 4xx or a 2xx body other than "ok"
+	OutcomeError       Outcome = "error"       // 1xx, 3xx or 5xx status
+	OutcomeUnreachable Outcome = "unreachable" // connection refused, reset, DNS, TLS
+	OutcomeTimeout     Outcome = "timeout"     // no answer within -backend-timeout
+	OutcomeBadReply    Outcome = "bad_reply"   // POST text reply that is not valid UTF-8
+	OutcomeShed        Outcome = "shed"        // not sent: the circuit breaker is open
+)
+
+// Outcomes lists every Outcome, for metric registration.
+var Outcomes = []Outcome{OutcomeOK, OutcomeRefused, OutcomeError, OutcomeUnreachable,
+	OutcomeTimeout, OutcomeBadReply, OutcomeShed}
+
+// Config configures a Client.
+type Config struct {
+	// Backend is the base URL; the ClientId is appended to it.
+	Backend string
+	// MaxConns bounds the sockets to the backend (fasthttp MaxConnsPerHost)
+	// and so the calls in flight; further calls wait in the queue.
+	MaxConns int
+	// Timeout bounds each call.
+	Timeout time.Duration
+	// DeleteAttempts is how many times a failing DELETE is tried (default 3).
+	DeleteAttempts int
+	// Breaker configures the circuit breaker; the zero value uses defaults.
+	Breaker BreakerConfig
+	// Observe, if set, is called on a worker goroutine for every finished
+	// attempt. It must be cheap: it is on the hot path.
+	Observe func(m Method, o Outcome, d time.Duration)
+	// Logger gets rate-limited warnings; nil means none.
+	Logger *zap.Logger
+}
+
+// Client calls the backend. It is safe for concurrent use.
+type Client struct {
+	cfg     Config
+	hc      *fasthttp.HostClient
+	base    []byte // scheme://host[:port]/path/ ready for the ClientId
+	breaker breaker
+	log     *zap.Logger
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	head    *Call
+	tail    *Call
+	queued  int
+	idle    int // workers waiting on cond
+	workers int
+	closed  bool
+
+	pending atomic.Int64 // calls submitted and not yet completed (retries included)
+	drained chan struct{}
+}
+
+// ErrBadBackend is returned by New for a backend URL it cannot use.
+var ErrBadBackend = errors.New("bridge: bad backend URL")
+
+// New returns a Client for cfg.
+func New(cfg Config) (*Client, error) {
+	u, err := url.Parse(cfg.Backend)
+	if err != nil {
+		return nil, fmt.Errorf("%w %q: %v", ErrBadBackend, cfg.Backend, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("%w %q: want http:// or https:// with a host", ErrBadBackend, cfg.Backend)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("%w %q: no query or fragment, the ClientId is appended", ErrBadBackend, cfg.Backend)
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 1024
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 60 * time.Second
+	}
+	if cfg.DeleteAttempts <= 0 {
+		cfg.DeleteAttempts = 3
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		if u.Scheme == "https" {
+			addr += ":443"
+		} else {
+			addr += ":80"
+		}
+	}
+	path := u.EscapedPath()
+	if !strings.HasSuffix(path, "/") {
+		path += "/"
+	}
+	c := &Client{
+		cfg: cfg,
+		hc: &fasthttp.HostClient{
+			Addr:                      addr,
+			Name:                      "wsbridge",
+			IsTLS:                     u.Scheme == "https",
+			MaxConns:                  cfg.MaxConns,
+			MaxConnWaitTimeout:        cfg.Timeout,
+			MaxIdleConnDuration:       30 * time.Second,
+			MaxIdemponentCallAttempts: 1, // DELETE retries are ours, with backoff
+			DisablePathNormalizing:    true,
+			ReadBufferSize:            8 << 10,
+			WriteBufferSize:           8 << 10,
+		},
+		base:    []byte(u.Scheme + "://" + u.Host + path),
+		breaker: newBreaker(cfg.Breaker),
+		log:     cfg.Logger,
+		drained: make(chan struct{}, 1),
+	}
+	if c.log == nil {
+		c.log = zap.NewNop()
+	}
+	c.cond = sync.NewCond(&c.mu)
+	return c, nil
+}
+
+// Base returns the base URL calls are made to.
+func (c *Client) Base() string { return string(c.base) }
+
+// Pending returns the number of calls submitted and not yet completed.
+func (c *Client) Pending() int64 { return c.pending.Load() }
+
+// Shedding reports whether the circuit breaker currently sheds GETs.
+func (c *Client) Shedding() bool { return c.breaker.shedding(time.Now()) }
+
+// Submit queues call for a worker. It never blocks on the backend and may
+// be called from an event loop. call.Owner gets it back when it is done.
+func (c *Client) Submit(call *Call) {
+	c.pending.Add(1)
+	if call.Method == GET && !c.breaker.allow(time.Now()) {
+		call.Outcome = OutcomeShed
+		call.Err = ErrShed
+		c.observe(call, 0)
+		c.complete(call)
+		return
+	}
+	c.enqueue(call)
+}
+
+// ErrShed is the Err of a GET the circuit breaker did not send.
+var ErrShed = errors.New("bridge: backend circuit open")
+
+func (c *Client) enqueue(call *Call) {
+	c.mu.Lock()
+	if c.tail == nil {
+		c.head = call
+	} else {
+		c.tail.next = call
+	}
+	c.tail = call
+	c.queued++
+	spawn := c.idle == 0 && c.workers < c.cfg.MaxConns
+	if spawn {
+		c.workers++
+	} else if c.idle > 0 {
+		c.cond.Signal()
+	}
+	c.mu.Unlock()
+	if spawn {
+		go c.worker()
+	}
+}
+
+// worker runs calls until Close. Workers are started on demand, at most
+// MaxConns of them, so an idle bridge holds few goroutines.
+func (c *Client) worker() {
+	c.mu.Lock()
+	for {
+		for c.head == nil && !c.closed {
+			c.idle++
+			c.cond.Wait()
+			c.idle--
+		}
+		if c.head == nil && c.closed {
+			c.workers--
+			c.mu.Unlock()
+			return
+		}
+		call := c.head
+		c.head = call.next
+		if c.head == nil {
+			c.tail = nil
+		}
+		call.next = nil
+		c.queued--
+		c.mu.Unlock()
+		c.do(call)
+		c.mu.Lock()
+	}
+}
+
+func (c *Client) do(call *Call) {
+	start := time.Now()
+	if call.start.IsZero() {
+		call.start = start
+	}
+	err := c.hc.DoTimeout(&call.Req, &call.Resp, c.cfg.Timeout)
+	call.Err = err
+	call.Outcome = c.classify(call)
+	c.observe(call, time.Since(start))
+	if backendDown(call) {
+		c.breaker.failure(time.Now())
+	} else {
+		c.breaker.success()
+	}
+	if call.Method == DELETE && call.Outcome != OutcomeOK && int(call.attempt)+1 < c.cfg.DeleteAttempts {
+		call.attempt++
+		delay := time.Duration(call.attempt) * time.Duration(call.attempt) * 250 * time.Millisecond
+		if ce := c.log.Check(zap.DebugLevel, "retrying DELETE"); ce != nil {
+			ce.Write(zap.Int("attempt", int(call.attempt)), zap.Duration("in", delay), zap.Error(err))
+		}
+		time.AfterFunc(delay, func() { c.enqueue(call) })
+		return
+	}
+	c.complete(call)
+}
+
+func (c *Client) complete(call *Call) {
+	call.Owner.Complete(call)
+	if c.pending.Add(-1) == 0 {
+		select {
+		case c.drained <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (c *Client) observe(call *Call, d time.Duration) {
+	if c.cfg.Observe != nil {
+		c.cfg.Observe(call.Method, call.Outcome, d)
+	}
+}
+
+var (
+	ctOctetStream = []byte("application/octet-stream")
+	bodyOK        = []byte("ok")
+)
+
+func (c *Client) classify(call *Call) Outcome {
+	if call.Err != nil {
+		if errors.Is(call.Err, fasthttp.ErrTimeout) || errors.Is(call.Err, fasthttp.ErrDialTimeout) ||
+			errors.Is(call.Err, fasthttp.ErrNoFreeConns) {
+			return OutcomeTimeout
+		}
+		return OutcomeUnreachable
+	}
+	status := call.Resp.StatusCode()
+	switch {
+	case status >= 200 && status < 300:
+	case status >= 400 && status < 500 && call.Method == GET:
+		return OutcomeRefused
+	default:
+		return OutcomeError
+	}
+	body := call.Resp.Body()
+	switch call.Method {
+	case GET:
+		if !bytes.Equal(trimSpace(body), bodyOK) {
+			return OutcomeRefused
+		}
+	case POST:
+		if len(body) > 0 && !IsBinary(&call.Resp) && !utf8.Valid(body) {
+			return OutcomeBadReply
+		}
+	}
+	return OutcomeOK
+}
+
+// backendDown reports whether call failed in a way that says the backend
+// itself is down or overloaded, as opposed to an application error: only
+// these count towards opening the circuit.
+func backendDown(call *Call) bool {
+	switch call.Outcome {
+	case OutcomeUnreachable, OutcomeTimeout:
+		return true
+	case OutcomeError:
+		s := call.Resp.StatusCode()
+		return s == fasthttp.StatusBadGateway || s == fasthttp.StatusServiceUnavailable ||
+			s == fasthttp.StatusGatewayTimeout
+	}
+	return false
+}
+
+// IsBinary reports whether a POST reply is to be sent as a binary message:
+// its Content-Type is application/octet-stream (parameters ignored).
+func IsBinary(resp *fasthttp.Response) bool {
+	ct := resp.Header.ContentType()
+	if i := bytes.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return bytes.EqualFold(trimSpace(ct), ctOctetStream)
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && isSpace(b[0]) {
+		b = b[1:]
+	}
+	for len(b) > 0 && isSpace(b[len(b)-1]) {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v'
+}
+
+// Drained returns a channel that receives when the number of pending calls
+// drops to zero. Check Pending after receiving: a new call may have come.
+func (c *Client) Drained() <-chan struct{} { return c.drained }
+
+// Close stops the workers once the queue is empty. Calls submitted after
+// Close are not run.
+func (c *Client) Close() {
+	c.mu.Lock()
+	c.closed = true
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	c.hc.CloseIdleConnections()
+}
+
+// Header names sent to the backend, in canonical form.
+var (
+	hdrConnID     = []byte("Wsbridge-Connection-Id")
+	hdrReplaces   = []byte("Wsbridge-Replaces")
+	hdrCloseCode  = []byte("Wsbridge-Close-Code")
+	hdrXFF        = []byte("X-Forwarded-For")
+	hdrCTText     = []byte("text/plain; charset=utf-8")
+	hdrCTBinary   = ctOctetStream
+	methodGET     = []byte(fasthttp.MethodGet)
+	methodPOST    = []byte(fasthttp.MethodPost)
+	methodDELETE  = []byte(fasthttp.MethodDelete)
+	hdrContentTyp = []byte("Content-Type")
+)
+
+// Ids are what every call about one connection carries: the ClientId, the
+// connection id and the X-Forwarded-For value.
+type Ids struct {
+	ClientID []byte
+	ConnID   []byte
+	XFF      []byte
+}
+
+func (c *Client) prepare(call *Call, m Method, method []byte, ids Ids, query []byte) {
+	call.Method = m
+	u := append(call.scratch[:0], c.base...)
+	u = append(u, ids.ClientID...)
+	if query != nil {
+		u = append(u, '?')
+		u = append(u, query...)
+	}
+	call.Req.SetRequestURIBytes(u)
+	call.scratch = u
+	call.Req.Header.SetMethodBytes(method)
+	call.Req.Header.SetCanonical(hdrConnID, ids.ConnID)
+	if len(ids.XFF) > 0 {
+		call.Req.Header.SetCanonical(hdrXFF, ids.XFF)
+	}
+}
+
+// PrepareGET fills call as the upgrade's GET. query is the raw query
+// string or nil; replaces is the connection id of the open connection this
+// one would replace, or nil. The engine adds the forwarded client headers
+// with call.Req.Header.AddBytesKV.
+func (c *Client) PrepareGET(call *Call, ids Ids, query, replaces []byte) {
+	c.prepare(call, GET, methodGET, ids, query)
+	if len(replaces) > 0 {
+		call.Req.Header.SetCanonical(hdrReplaces, replaces)
+	}
+}
+
+// PreparePOST fills call as a message's POST; the engine appends the
+// message to call.Req's body as it arrives.
+func (c *Client) PreparePOST(call *Call, ids Ids, binary bool) {
+	c.prepare(call, POST, methodPOST, ids, nil)
+	if binary {
+		call.Req.Header.SetContentTypeBytes(hdrCTBinary)
+	} else {
+		call.Req.Header.SetContentTypeBytes(hdrCTText)
+	}
+}
+
+// PrepareDELETE fills call as the connection's DELETE with the close code
+// and reason of the close that ended it.
+func (c *Client) PrepareDELETE(call *Call, ids Ids, code int, reason string) {
+	c.prepare(call, DELETE, methodDELETE, ids, nil)
+	n := len(call.scratch)
+	call.scratch = strconv.AppendInt(call.scratch, int64(code), 10)
+	call.Req.Header.SetCanonical(hdrCloseCode, call.scratch[n:])
+	call.Req.Header.SetContentTypeBytes(hdrCTText)
+	call.Req.SetBodyString(reason)
+}
+
+// MaxConns returns the bound on backend sockets.
+func (c *Client) MaxConns() int { return c.cfg.MaxConns }

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wsbridge/wsbridge/engine"
+)
+
+// options is the whole command line.
+type options struct {
+	engine          engine.Config
+	backend         string
+	admin           string
+	adminToken      string
+	backendMaxConns int
+	backendTimeout  time.Duration
+	pprof           bool
+	cpuProfile      string
+	memProfile      string
+	logLevel        string
+	logFormat       string
+	demo            bool
+}
+
+// byteSize is a flag value in bytes that also takes KiB/MiB/GiB (or k/m/g).
+type byteSize struct{ p *int64 }
+
+func (b byteSize) String() string {
+	if b.p == nil {
+		return ""
+	}
+	return strconv.FormatInt(*b.p, 10)
+}
+
+func (b byteSize) Set(s string) error {
+	n, err := parseSize(s)
+	if err != nil {
+		return err
+	}
+	*b.p = n
+	return nil
+}
+
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	lower := strings.ToLower(s)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"b", 1}} {
+		if strings.HasSuffix(lower, u.suffix) {
+			mult = u.mult
+			s = strings.TrimSpace(s[:len(s)-len(u.suffix)])
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("invalid size %q: want bytes, or a number with KiB, MiB or GiB", s)
+	}
+	return n * mult, nil
+}
+
+// parseOptions reads env (WSBRIDGE_<FLAG_IN_CAPS>) and then args, so flags
+// override the environment.
+func parseOptions(args, env []string) (*options, error) {
+	o := &options{}
+	e := &o.engine
+	fs := flag.NewFlagSet("wsbridge", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&e.Listen, "listen", ":7001", "WebSocket listener `address`")
+	fs.StringVar(&o.backend, "backend", "http://127.0.0.1:8000/", "backend base `URL`; the ClientId is appended")
+	fs.StringVar(&o.admin, "admin", "127.0.0.1:7002", "admin `address`: push API, /metrics, /healthz, /readyz, pprof; keep it off the internet")
+	fs.StringVar(&o.adminToken, "admin-token", "", "if set, admin calls need \"Authorization: Bearer <token>\" (not /healthz, /readyz)")
+	// 1024 sockets keep a PHP-FPM or Puma pool busy without queueing in
+	// the kernel; they count against the same open-files limit as clients.
+	fs.IntVar(&o.backendMaxConns, "backend-max-conns", 1024, "most sockets to the backend; more calls queue")
+	fs.DurationVar(&o.backendTimeout, "backend-timeout", 60*time.Second, "per backend request; also bounds how long a reconnect waits for the previous DELETE")
+	fs.IntVar(&e.MaxConns, "max-conns", 0, "WebSocket connections; above it upgrades get 503 and /readyz 503 (0 = no limit)")
+	e.MaxMessage = 1 << 20
+	fs.Var(byteSize{&e.MaxMessage}, "max-message", "largest message in `bytes` (KiB/MiB suffixes work); bigger closes with 1009")
+	var maxOutbound int64
+	fs.Var(byteSize{&maxOutbound}, "max-outbound", "`bytes` buffered towards one slow client before it is closed with 1013 (0 = 2 × max-message + 64 KiB)")
+	// 30s keeps NAT and proxy mappings alive (most idle out at 60s or more)
+	// while costing an idle client one small frame per half minute.
+	fs.DurationVar(&e.PingInterval, "ping-interval", 30*time.Second, "ping idle clients this often (0 disables heartbeats)")
+	fs.DurationVar(&e.PongTimeout, "pong-timeout", 10*time.Second, "close (4002) a client silent this long after a ping")
+	fs.DurationVar(&e.HandshakeTimeout, "handshake-timeout", 10*time.Second, "close clients that have not sent a whole upgrade request by then")
+	fs.Float64Var(&e.AcceptRate, "accept-rate", 0, "upgrades per second admitted before the backend is asked (0 = off)")
+	fs.IntVar(&e.AcceptBurst, "accept-burst", 0, "upgrades admitted at once above -accept-rate (0 = one second's worth)")
+	fs.DurationVar(&e.DrainTimeout, "drain-timeout", 30*time.Second, "graceful shutdown window on SIGTERM")
+	fs.BoolVar(&e.ReusePort, "reuseport", false, "SO_REUSEPORT: zero-downtime restarts and several processes on one port")
+	fs.IntVar(&e.Loops, "loops", 0, "event loops (0 = one per CPU)")
+	var origins, proxies string
+	fs.StringVar(&origins, "allow-origin", "", "comma-separated Origin allow-list (scheme://host[:port]); others get 403 (empty = any)")
+	fs.StringVar(&proxies, "trusted-proxies", "", "comma-separated CIDRs whose X-Forwarded-For is believed")
+	fs.BoolVar(&o.pprof, "pprof", false, "serve /debug/pprof/ on the admin address")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile to `file` (ws2api compatible)")
+	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile to `file` at exit (ws2api compatible)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "json", "json or console")
+	fs.BoolVar(&o.demo, "demo", false, "also start a built-in echo backend and point -backend at it")
+
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "WSBRIDGE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		for _, kv := range env {
+			if v, ok := strings.CutPrefix(kv, name+"="); ok {
+				if err := fs.Set(f.Name, v); err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", name, err))
+				}
+			}
+		}
+	})
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(nil)
+			fs.PrintDefaults()
+		}
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
+	}
+	e.MaxOutbound = int(maxOutbound)
+	e.HoldTimeout = o.backendTimeout
+	for _, s := range splitList(origins) {
+		e.AllowOrigins = append(e.AllowOrigins, strings.ToLower(s))
+	}
+	for _, s := range splitList(proxies) {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, err2 := netip.ParseAddr(s)
+			if err2 != nil {
+				errs = append(errs, fmt.Errorf("-trusted-proxies: %q is not a CIDR or an address", s))
+				continue
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		e.TrustedProxies = append(e.TrustedProxies, p.Masked())
+	}
+	if e.MaxMessage <= 0 {
+		errs = append(errs, errors.New("-max-message must be positive"))
+	}
+	if o.backendMaxConns <= 0 {
+		errs = append(errs, errors.New("-backend-max-conns must be positive"))
+	}
+	if o.backendTimeout <= 0 {
+		errs = append(errs, errors.New("-backend-timeout must be positive"))
+	}
+	if e.PingInterval > 0 && e.PongTimeout <= 0 {
+		errs = append(errs, errors.New("-pong-timeout must be positive when -ping-interval is set"))
+	}
+	if e.PingInterval < 0 || e.HandshakeTimeout < 0 || e.DrainTimeout < 0 || e.AcceptRate < 0 {
+		errs = append(errs, errors.New("durations and rates cannot be negative"))
+	}
+	switch o.logFormat {
+	case "json", "console":
+	default:
+		errs = append(errs, fmt.Errorf("-log-format %q: want json or console", o.logFormat))
+	}
+	return o, errors.Join(errs...)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

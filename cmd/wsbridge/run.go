@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/engine"
+)
+
+func newLogger(level, format string) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	cfg := zap.NewProductionConfig()
+	if format == "console" {
+		cfg = zap.NewDevelopmentConfig()
+		cfg.DisableStacktrace = true
+	}
+	cfg.Level = zap.NewAtomicLevelAt(lvl)
+	// Sampling keeps a flood of per-connection messages from costing more
+	// than the connections do.
+	cfg.Sampling = &zap.SamplingConfig{Initial: 100, Thereafter: 100}
+	cfg.EncoderConfig.TimeKey = "ts"
+	cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	return cfg.Build()
+}
+
+func run(o *options) error {
+	log, err := newLogger(o.logLevel, o.logFormat)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer func() { pprof.StopCPUProfile(); _ = f.Close() }()
+	}
+
+	checkHost(log, o.engine.MaxConns, o.backendMaxConns)
+
+	if o.demo {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("demo backend: %w", err)
+		}
+		defer ln.Close()
+		go func() { _ = bridge.ServeDemo(ln) }()
+		o.backend = "http://" + ln.Addr().String() + "/"
+		log.Info("demo backend: accepts every ClientId and echoes every message", zap.String("backend", o.backend))
+	}
+
+	metrics := engine.NewMetrics()
+	backend, err := bridge.New(bridge.Config{
+		Backend:  o.backend,
+		MaxConns: o.backendMaxConns,
+		Timeout:  o.backendTimeout,
+		Observe:  metrics.ObserveBackend,
+		Logger:   log.Named("bridge"),
+	})
+	if err != nil {
+		return err
+	}
+	defer backend.Close()
+
+	srv, err := engine.New(o.engine, backend, metrics, log.Named("engine"))
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+
+	adminLn, err := net.Listen("tcp", o.admin)
+	if err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	admin := srv.AdminServer(engine.AdminConfig{Token: o.adminToken, Pprof: o.pprof})
+	go func() {
+		if err := admin.Serve(adminLn); err != nil {
+			log.Error("admin listener stopped", zap.Error(err))
+		}
+	}()
+	log.Info("wsbridge listening",
+		zap.String("listen", srv.Addr()), zap.String("admin", adminLn.Addr().String()),
+		zap.String("backend", backend.Base()), zap.Int("loops", loops(o.engine.Loops)),
+		zap.Bool("reuseport", o.engine.ReusePort))
+
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	var runErr error
+	select {
+	case s := <-sig:
+		log.Info("signal: draining", zap.String("signal", s.String()), zap.Duration("drain_timeout", o.engine.DrainTimeout))
+		ctx, cancel := context.WithTimeout(context.Background(), o.engine.DrainTimeout)
+		go func() {
+			// A second signal stops at once.
+			select {
+			case <-sig:
+				log.Warn("second signal: stopping without waiting")
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		if err := srv.Shutdown(ctx); err != nil {
+			log.Warn("drain incomplete", zap.Error(err), zap.Int64("connections", srv.Connections()), zap.Int64("backend_pending", backend.Pending()))
+		}
+		cancel()
+	case <-srv.Done():
+		runErr = srv.Err()
+		if runErr == nil {
+			runErr = errors.New("engine stopped unexpectedly")
+		}
+		log.Error("engine stopped", zap.Error(runErr))
+	}
+	actx, acancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_ = admin.ShutdownWithContext(actx)
+	acancel()
+
+	if o.memProfile != "" {
+		f, err := os.Create(o.memProfile)
+		if err != nil {
+			return fmt.Errorf("-memprofile: %w", err)
+		}
+		runtime.GC()
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			return fmt.Errorf("-memprofile: %w", err)
+		}
+		_ = f.Close()
+	}
+	log.Info("stopped")
+	return runErr
+}
+
+func loops(n int) int {
+	if n > 0 {
+		return n
+	}
+	return runtime.NumCPU()
+}
+
+// checkHost raises the open-files limit and warns once when the host
+// cannot carry the planned connections. Filled in with sysctl/.
+func checkHost(log *zap.Logger, maxConns, backendConns int) {
+	_ = log
+	_ = maxConns
+	_ = backendConns
+}

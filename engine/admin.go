@@ -1,0 +1,342 @@
+package engine
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gobwas/ws"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+	"github.com/valyala/fasthttp/pprofhandler"
+
+	"github.com/wsbridge/wsbridge/protocol"
+)
+
+type adminKind uint8
+
+const (
+	adminPush adminKind = iota
+	adminKick
+	adminInfo
+)
+
+// adminReq carries one admin call to a connection's loop and its answer
+// back. The admin goroutine waits on done; the loop sends on it exactly
+// once.
+type adminReq struct {
+	kind   adminKind
+	frame  []byte // push: the whole encoded frame
+	n      int    // push: payload bytes
+	code   ws.StatusCode
+	reason string
+	info   Info
+	status int
+	done   chan struct{}
+	timer  *time.Timer
+}
+
+var adminPool = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &adminReq{done: make(chan struct{}, 1), timer: t}
+}}
+
+// Info is what GET /<id> on the admin API returns.
+type Info struct {
+	ID           string `json:"id"`
+	ConnectionID string `json:"connection_id"`
+	RemoteAddr   string `json:"remote_addr"`
+	ConnectedAt  string `json:"connected_at"`
+	MessagesIn   uint64 `json:"messages_in"`
+	MessagesOut  uint64 `json:"messages_out"`
+	BytesIn      uint64 `json:"bytes_in"`
+	BytesOut     uint64 `json:"bytes_out"`
+	LastSeen     string `json:"last_seen"`
+}
+
+// adminWait bounds how long an admin call waits for a loop: a loop never
+// blocks, so this is only reached while the engine stops.
+const adminWait = 5 * time.Second
+
+// call runs req on the loop of the open connection holding id. It returns
+// 404 when there is none. The req is returned to the pool by the caller
+// unless call reports it lost (timeout).
+func (s *Server) call(id []byte, req *adminReq) (lost bool) {
+	c := s.reg.lookup(id)
+	if c == nil {
+		req.status = fasthttp.StatusNotFound
+		return false
+	}
+	c.l.post(task{kind: taskAdmin, c: c, admin: req})
+	req.timer.Reset(adminWait)
+	select {
+	case <-req.done:
+		req.timer.Stop()
+		return false
+	case <-req.timer.C:
+		req.status = fasthttp.StatusServiceUnavailable
+		return true
+	}
+}
+
+// onAdmin answers an admin call on the connection's loop.
+func (c *conn) onAdmin(req *adminReq) {
+	defer func() { req.done <- struct{}{} }()
+	if c.phase != phOpen || c.gc == nil {
+		req.status = fasthttp.StatusNotFound
+		return
+	}
+	s := c.l.srv
+	switch req.kind {
+	case adminPush:
+		if c.gc.OutboundBuffered()+len(req.frame) > s.cfg.MaxOutbound {
+			c.closeWith(crSlowConsumer, CodeTryAgain, "slow consumer")
+			req.status = fasthttp.StatusServiceUnavailable
+			return
+		}
+		c.msgsOut++
+		c.bytesOut += uint64(req.n)
+		s.metrics.messagesOut.Inc()
+		c.write(req.frame)
+		req.status = fasthttp.StatusOK
+	case adminKick:
+		c.closeWith(crKicked, req.code, req.reason)
+		req.status = fasthttp.StatusOK
+	case adminInfo:
+		remote := c.gc.RemoteAddr().String()
+		if len(s.cfg.TrustedProxies) > 0 {
+			if ip := s.clientIP(c.xff); ip != addrIP(c.gc.RemoteAddr()).String() {
+				// Believed from a trusted proxy's X-Forwarded-For: no port.
+				remote = ip + ":0"
+				if strings.Contains(ip, ":") {
+					remote = "[" + ip + "]:0"
+				}
+			}
+		}
+		req.info = Info{
+			ID:           c.clientID,
+			ConnectionID: string(s.appendConnID(nil, c.id)),
+			RemoteAddr:   remote,
+			ConnectedAt:  time.Unix(0, c.openedAt).UTC().Format(time.RFC3339),
+			MessagesIn:   c.msgsIn,
+			MessagesOut:  c.msgsOut,
+			BytesIn:      c.bytesIn,
+			BytesOut:     c.bytesOut,
+			LastSeen:     s.start.Add(time.Duration(c.lastRead) * s.cfg.Tick).UTC().Format(time.RFC3339),
+		}
+		req.status = fasthttp.StatusOK
+	}
+}
+
+// Push sends payload to the open connection holding id and returns the
+// admin API status: 200, 404 (no such open connection) or 503 (slow
+// consumer, closed with 1013).
+func (s *Server) Push(id, payload []byte, binary bool) int {
+	req := adminPool.Get().(*adminReq)
+	req.kind = adminPush
+	op := ws.OpText
+	if binary {
+		op = ws.OpBinary
+	}
+	req.frame = protocol.AppendFrame(req.frame[:0], op, payload)
+	req.n = len(payload)
+	lost := s.call(id, req)
+	status := req.status
+	switch status {
+	case fasthttp.StatusOK:
+		s.metrics.pushes[pushOK].Inc()
+	case fasthttp.StatusNotFound:
+		s.metrics.pushes[pushUnknown].Inc()
+	default:
+		s.metrics.pushes[pushSlowConsumer].Inc()
+	}
+	if !lost {
+		if cap(req.frame) > 64<<10 {
+			req.frame = nil
+		}
+		adminPool.Put(req)
+	}
+	return status
+}
+
+// Kick closes the open connection holding id with code and reason; 200 or
+// 404.
+func (s *Server) Kick(id []byte, code ws.StatusCode, reason string) int {
+	req := adminPool.Get().(*adminReq)
+	req.kind, req.code, req.reason = adminKick, code, reason
+	lost := s.call(id, req)
+	status := req.status
+	if !lost {
+		req.reason = ""
+		adminPool.Put(req)
+	}
+	return status
+}
+
+// Lookup returns the info of the open connection holding id; ok is false
+// when there is none.
+func (s *Server) Lookup(id []byte) (info Info, ok bool) {
+	req := adminPool.Get().(*adminReq)
+	req.kind = adminInfo
+	lost := s.call(id, req)
+	info, ok = req.info, req.status == fasthttp.StatusOK
+	if !lost {
+		req.info = Info{}
+		adminPool.Put(req)
+	}
+	return info, ok
+}
+
+// AdminConfig configures the admin API.
+type AdminConfig struct {
+	Token string // if set, every call but /healthz and /readyz needs "Authorization: Bearer <Token>"
+	Pprof bool   // serve /debug/pprof/
+}
+
+var (
+	ctOctet        = []byte("application/octet-stream")
+	bearerPrefix   = []byte("Bearer ")
+	pathHealthz    = []byte("/healthz")
+	pathReadyz     = []byte("/readyz")
+	pathMetrics    = []byte("/metrics")
+	pathPprof      = []byte("/debug/pprof")
+	textOK         = []byte("ok\n")
+	errBodyTooBig  = errors.New("engine: push body over -max-message")
+	maxCloseReason = 123
+)
+
+// AdminServer returns the admin API server (DESIGN §5). It is a fasthttp
+// server so that pushes cost little; /metrics and pprof go through
+// adaptors.
+func (s *Server) AdminServer(cfg AdminConfig) *fasthttp.Server {
+	metrics := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
+	token := []byte(cfg.Token)
+	h := func(ctx *fasthttp.RequestCtx) {
+		path := ctx.Path()
+		switch {
+		case bytes.Equal(path, pathHealthz):
+			ctx.SetBody(textOK)
+			return
+		case bytes.Equal(path, pathReadyz):
+			if !s.Ready() {
+				ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+				ctx.SetBodyString("not ready\n")
+				return
+			}
+			ctx.SetBody(textOK)
+			return
+		}
+		if len(token) > 0 {
+			auth := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
+			if !bytes.HasPrefix(auth, bearerPrefix) || subtle.ConstantTimeCompare(auth[len(bearerPrefix):], token) != 1 {
+				ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="wsbridge"`)
+				ctx.Error("unauthorized\n", fasthttp.StatusUnauthorized)
+				return
+			}
+		}
+		switch {
+		case bytes.Equal(path, pathMetrics):
+			metrics(ctx)
+			return
+		case bytes.HasPrefix(path, pathPprof):
+			if cfg.Pprof {
+				pprofhandler.PprofHandler(ctx)
+			} else {
+				ctx.Error("pprof not enabled\n", fasthttp.StatusNotFound)
+			}
+			return
+		}
+		id := path[1:]
+		if !protocol.ValidClientID(id) {
+			ctx.Error("invalid ClientId\n", fasthttp.StatusBadRequest)
+			return
+		}
+		switch {
+		case ctx.IsPost():
+			s.adminPush(ctx, id)
+		case ctx.IsDelete():
+			s.adminKick(ctx, id)
+		case ctx.IsGet():
+			info, ok := s.Lookup(id)
+			if !ok {
+				ctx.Error("not found\n", fasthttp.StatusNotFound)
+				return
+			}
+			b, _ := json.Marshal(info)
+			ctx.SetContentType("application/json")
+			ctx.SetBody(append(b, '\n'))
+		default:
+			ctx.Response.Header.Set(fasthttp.HeaderAllow, "GET, POST, DELETE")
+			ctx.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
+		}
+	}
+	return &fasthttp.Server{
+		Handler:            h,
+		Name:               "wsbridge",
+		MaxRequestBodySize: int(s.cfg.MaxMessage),
+		ReadTimeout:        30 * time.Second,
+		IdleTimeout:        2 * time.Minute,
+		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
+			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+				s.metrics.pushes[pushTooBig].Inc()
+				ctx.Error("push body over -max-message\n", fasthttp.StatusRequestEntityTooLarge)
+				return
+			}
+			ctx.Error("bad request\n", fasthttp.StatusBadRequest)
+		},
+	}
+}
+
+func (s *Server) adminPush(ctx *fasthttp.RequestCtx, id []byte) {
+	body := ctx.PostBody()
+	if int64(len(body)) > s.cfg.MaxMessage {
+		s.metrics.pushes[pushTooBig].Inc()
+		ctx.Error(errBodyTooBig.Error()+"\n", fasthttp.StatusRequestEntityTooLarge)
+		return
+	}
+	binary := bytes.HasPrefix(ctx.Request.Header.ContentType(), ctOctet)
+	if !binary && !utf8.Valid(body) {
+		s.metrics.pushes[pushBadRequest].Inc()
+		ctx.Error("text push is not valid UTF-8 (send application/octet-stream for binary)\n", fasthttp.StatusBadRequest)
+		return
+	}
+	switch s.Push(id, body, binary) {
+	case fasthttp.StatusOK:
+		ctx.SetBody(textOK)
+	case fasthttp.StatusNotFound:
+		ctx.Error("not found\n", fasthttp.StatusNotFound)
+	default:
+		ctx.Error("slow consumer\n", fasthttp.StatusServiceUnavailable)
+	}
+}
+
+func (s *Server) adminKick(ctx *fasthttp.RequestCtx, id []byte) {
+	code := CodeKicked
+	args := ctx.QueryArgs()
+	if v := args.Peek("code"); len(v) > 0 {
+		n, err := strconv.Atoi(string(v))
+		if err != nil || !(n == 1000 || n >= 3000 && n <= 4999) {
+			ctx.Error("code must be 1000 or 3000-4999\n", fasthttp.StatusBadRequest)
+			return
+		}
+		code = ws.StatusCode(n)
+	}
+	reason := args.Peek("reason")
+	if len(reason) > maxCloseReason || !utf8.Valid(reason) {
+		ctx.Error("reason must be valid UTF-8 of at most 123 bytes\n", fasthttp.StatusBadRequest)
+		return
+	}
+	if s.Kick(id, code, string(reason)) != fasthttp.StatusOK {
+		ctx.Error("not found\n", fasthttp.StatusNotFound)
+		return
+	}
+	ctx.SetBody(textOK)
+}

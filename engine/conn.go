@@ -1,0 +1,631 @@
+package engine
+
+import (
+	"errors"
+	"time"
+	"unsafe"
+
+	"github.com/gobwas/ws"
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/protocol"
+)
+
+// phase is where a connection is in its life (see the package doc).
+type phase uint8
+
+const (
+	phHandshake   phase = iota // reading the upgrade request
+	phHeld                     // waiting for the ClientId's previous lifecycle to end
+	phAuthorising              // GET in flight
+	phTakeover                 // GET said ok; waiting for the replaced connection's DELETE
+	phOpen                     // 101 sent; messages flow
+	phClosing                  // no more messages taken; queued POSTs, then DELETE
+)
+
+// Connection flags.
+const (
+	fAccepted   uint16 = 1 << iota // the backend said ok: a DELETE is owed
+	fCounted                       // counted in Server.wsConns (-max-conns)
+	fTCPGone                       // OnClose ran; gc is nil
+	fCloseSent                     // our close frame is written: nothing may follow
+	fPingSent                      // a ping waits for any inbound frame
+	fBroken                        // the decoder failed: inbound bytes are discarded
+	fEnded                         // end ran: the lifecycle is over at the backend
+	fDeleteSent                    // DELETE submitted
+)
+
+// handshake is what a connection needs only until it is open.
+type handshake struct {
+	key       [24]byte     // Sec-WebSocket-Key (base64 of 16 bytes)
+	offered   string       // Sec-WebSocket-Protocol offered by the client
+	chosen    string       // protocol the backend picked, if offered
+	get       *bridge.Call // the GET, until submitted
+	refuseWhy refuseReason
+}
+
+// conn is one client connection. All fields belong to the connection's
+// loop (l); only id and clientID, which never change after the handshake,
+// and l are read by the registry from other loops.
+type conn struct {
+	gc       gnet.Conn // nil once the socket is closed
+	l        *loop
+	id       uint64 // Wsbridge-Connection-Id sequence number
+	clientID string
+	xff      []byte // X-Forwarded-For value sent to the backend
+	hs       *handshake
+
+	phase       phase
+	flags       uint16
+	why         closeReason
+	closeCode   ws.StatusCode
+	closeReason string
+
+	dec  protocol.Decoder
+	msg  *bridge.Call // message being assembled
+	pipe bridge.Pipeline
+
+	tnext, tprev *conn // timing wheel
+	twhen        int64
+	tset         bool
+	onext, oprev *conn // loop's open list
+	listed       bool
+
+	lastRead int64 // tick of the last inbound bytes
+	openedAt int64 // unix nanoseconds
+
+	msgsIn, msgsOut, bytesIn, bytesOut uint64
+}
+
+// s2b returns the bytes of s without copying; the result must not be
+// modified.
+func s2b(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+func (c *conn) ids() bridge.Ids {
+	return bridge.Ids{ClientID: s2b(c.clientID), ConnID: c.l.connID(c.id), XFF: c.xff}
+}
+
+// connID formats id into the loop's scratch buffer; valid until the next
+// call on this loop.
+func (l *loop) connID(id uint64) []byte {
+	l.idbuf = l.srv.appendConnID(l.idbuf[:0], id)
+	return l.idbuf
+}
+
+// Complete hands a finished backend call to the connection's loop
+// (bridge.Completer; runs on a bridge worker).
+func (c *conn) Complete(call *bridge.Call) {
+	c.l.post(task{kind: taskCall, c: c, call: call})
+}
+
+// write writes b to the socket. gnet may close the connection on a write
+// error, running onClose before write returns: callers check c.gc after.
+func (c *conn) write(b []byte) {
+	if c.gc != nil {
+		_, _ = c.gc.Write(b)
+	}
+}
+
+// onTraffic handles readable bytes (gnet.EventHandler.OnTraffic).
+func (c *conn) onTraffic() gnet.Action {
+	c.lastRead = c.l.now
+	c.flags &^= fPingSent
+	switch c.phase {
+	case phHandshake:
+		return c.readHandshake()
+	case phOpen, phClosing:
+		return c.readFrames()
+	}
+	// A client may not send frames before the 101; tolerate a little
+	// (it will be read once open) but not a flood.
+	if c.gc.InboundBuffered() > earlyBytesLimit {
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+// earlyBytesLimit bounds what a client may send before its 101.
+const earlyBytesLimit = 64 << 10
+
+func (c *conn) readHandshake() gnet.Action {
+	s, l := c.l.srv, c.l
+	buf, _ := c.gc.Peek(-1)
+	n, err := protocol.ParseRequest(buf, &l.req)
+	if err == protocol.ErrIncomplete {
+		return gnet.None
+	}
+	if err != nil {
+		var he *protocol.HTTPError
+		if !errors.As(err, &he) {
+			he = protocol.ErrMalformed
+		}
+		s.metrics.refused[refuseReasonForStatus(he.Status)].Inc()
+		c.phase = phClosing
+		c.write(protocol.AppendRefusal(l.wbuf[:0], he))
+		return gnet.Close
+	}
+	_, _ = c.gc.Discard(n)
+	r := &l.req
+	if !s.originAllowed(r.Origin) {
+		return c.refuse(rrOrigin, 403, "origin not allowed\n")
+	}
+	if s.draining.Load() {
+		return c.refuse(rrDraining, 503, "shutting down, retry shortly\n")
+	}
+	if s.cfg.MaxConns > 0 && s.wsConns.Load() >= int64(s.cfg.MaxConns) {
+		return c.refuse(rrMaxConns, 503, "too many connections\n")
+	}
+	if !s.admit() {
+		return c.refuse(rrAdmission, 503, "too many new connections, retry shortly\n")
+	}
+	if s.backend.Shedding() {
+		return c.refuse(rrCircuitOpen, 503, "backend unavailable, retry shortly\n")
+	}
+
+	c.id = s.nextID()
+	c.clientID = string(r.ClientID)
+	c.xff = s.forwardedFor(nil, c.gc.RemoteAddr(), r.XForwardedFor)
+	hs := &handshake{}
+	copy(hs.key[:], r.Key)
+	if len(r.Protocols) > 0 {
+		hs.offered = string(r.Protocols)
+	}
+	call := bridge.AcquireCall()
+	call.Owner = c
+	s.backend.PrepareGET(call, c.ids(), r.Query, nil)
+	for i := range r.NForward {
+		call.Req.Header.AddBytesKV(r.Forward[i].Name, r.Forward[i].Value)
+	}
+	hs.get = call
+	c.hs = hs
+	c.flags |= fCounted
+	s.wsConns.Add(1)
+	c.phase = phHeld
+	l.wheel.remove(c)
+	if granted, replaces := s.reg.arrive(c); granted {
+		c.startGET(replaces)
+	} else {
+		l.wheel.schedule(c, l.now+s.holdTicks)
+	}
+	return gnet.None
+}
+
+// refuseReasonForStatus maps a parse refusal's status to its reason.
+func refuseReasonForStatus(status int) refuseReason {
+	switch status {
+	case 426:
+		return rrNotWebSocket
+	case 431:
+		return rrTooLarge
+	}
+	return rrBadRequest
+}
+
+// refuse answers a parsed request that gets no GET (403 or 503) and
+// closes. Only for phHandshake.
+func (c *conn) refuse(why refuseReason, status int, body string) gnet.Action {
+	s := c.l.srv
+	s.metrics.refused[why].Inc()
+	c.phase = phClosing
+	var extra []protocol.Header
+	if status == 503 {
+		extra = s.retryAfter()
+	}
+	c.write(protocol.AppendResponse(c.l.wbuf[:0], status, nil, extra, s2b(body)))
+	return gnet.Close
+}
+
+// startGET submits the held GET; replaces is the open connection it would
+// replace, or 0.
+func (c *conn) startGET(replaces uint64) {
+	c.phase = phAuthorising
+	c.l.wheel.remove(c)
+	call := c.hs.get
+	c.hs.get = nil
+	if replaces != 0 {
+		call.Req.Header.SetCanonical(hdrReplaces, c.l.connID(replaces))
+	}
+	c.l.srv.backend.Submit(call)
+}
+
+var hdrReplaces = []byte("Wsbridge-Replaces")
+
+// onGrant runs when the registry hands the ClientId to a held connection.
+func (c *conn) onGrant(replaces uint64) {
+	if c.phase == phHeld && c.flags&fTCPGone == 0 {
+		c.startGET(replaces)
+		return
+	}
+	// The client left while held (or its hold timed out as the grant
+	// came): give the slot back without asking the backend.
+	if c.hs != nil && c.hs.get != nil {
+		bridge.ReleaseCall(c.hs.get)
+		c.hs.get = nil
+	}
+	c.uncount()
+	c.l.srv.reg.refused(c)
+	if c.phase == phHeld && c.gc != nil {
+		c.phase = phClosing
+		c.respondRefusal(rrHoldTimeout, 503, nil, "previous connection still closing, retry shortly\n", nil)
+	}
+}
+
+func (c *conn) uncount() {
+	if c.flags&fCounted != 0 {
+		c.flags &^= fCounted
+		c.l.srv.wsConns.Add(-1)
+	}
+}
+
+func (c *conn) onCall(call *bridge.Call) {
+	switch call.Method {
+	case bridge.GET:
+		c.onGET(call)
+	case bridge.POST:
+		c.onPOST(call)
+	case bridge.DELETE:
+		c.onDELETE(call)
+	}
+}
+
+var (
+	hdrWWWAuthenticate = []byte("WWW-Authenticate")
+	hdrProtocol        = []byte("Sec-WebSocket-Protocol")
+	hdrRetryAfter      = []byte("Retry-After")
+)
+
+// maxRelayedBody is how much of a backend refusal's body reaches the client.
+const maxRelayedBody = 1 << 10
+
+func (c *conn) onGET(call *bridge.Call) {
+	defer bridge.ReleaseCall(call)
+	s := c.l.srv
+	if call.Outcome == bridge.OutcomeOK {
+		c.flags |= fAccepted
+		if p := call.Resp.Header.PeekBytes(hdrProtocol); len(p) > 0 && protocol.ProtocolOffered(s2b(c.hs.offered), p) {
+			c.hs.chosen = string(p)
+		}
+		if s.reg.accepted(c) == roleOwner {
+			c.open()
+		} else {
+			c.phase = phTakeover
+		}
+		return
+	}
+	c.uncount()
+	s.reg.refused(c)
+	if c.gc == nil {
+		c.phase = phClosing
+		return
+	}
+	c.phase = phClosing
+	switch call.Outcome {
+	case bridge.OutcomeRefused:
+		status := call.Resp.StatusCode()
+		body := call.Resp.Body()
+		if status >= 200 && status < 300 {
+			status = 403
+		}
+		if len(body) > maxRelayedBody {
+			body = body[:maxRelayedBody]
+		}
+		var extra []protocol.Header
+		if status == 401 {
+			if v := call.Resp.Header.PeekBytes(hdrWWWAuthenticate); len(v) > 0 {
+				extra = []protocol.Header{{Name: hdrWWWAuthenticate, Value: v}}
+			}
+		}
+		c.respondRefusal(rrBackendRefused, status, call.Resp.Header.ContentType(), "", body, extra...)
+	case bridge.OutcomeTimeout:
+		c.respondRefusal(rrBackendTimeout, 504, nil, "backend timeout\n", nil)
+	case bridge.OutcomeShed:
+		c.respondRefusal(rrCircuitOpen, 503, nil, "backend unavailable, retry shortly\n", nil)
+	default:
+		c.respondRefusal(rrBackendError, 502, nil, "backend error\n", nil)
+	}
+}
+
+// respondRefusal writes an HTTP refusal for a request that reached the
+// registry, then closes the socket.
+func (c *conn) respondRefusal(why refuseReason, status int, ctype []byte, text string, body []byte, extra ...protocol.Header) {
+	s := c.l.srv
+	s.metrics.refused[why].Inc()
+	if body == nil {
+		body = s2b(text)
+	}
+	if status == 503 {
+		extra = append(extra, s.retryAfter()...)
+	}
+	if len(ctype) == 0 {
+		ctype = nil
+	}
+	c.write(protocol.AppendResponse(c.l.wbuf[:0], status, ctype, extra, body))
+	c.l.closeConn(c)
+}
+
+// open sends the 101 and starts the message flow.
+func (c *conn) open() {
+	l, s := c.l, c.l.srv
+	hs := c.hs
+	c.hs = nil
+	c.phase = phOpen
+	if c.gc == nil {
+		c.end(crClientGone, CodeGone, "")
+		return
+	}
+	c.openedAt = time.Now().UnixNano()
+	c.lastRead = l.now
+	l.open.push(c)
+	s.metrics.opened.Inc()
+	s.metrics.connections.Inc()
+	if s.pingTicks > 0 {
+		l.wheel.schedule(c, l.now+s.pingTicks)
+	}
+	c.write(protocol.AppendSwitching(l.wbuf[:0], hs.key[:], s2b(hs.chosen)))
+	if c.gc != nil && c.gc.InboundBuffered() > 0 {
+		if c.readFrames() == gnet.Close {
+			l.closeConn(c)
+		}
+	}
+}
+
+var emptyPayload = []byte{}
+
+func (c *conn) readFrames() gnet.Action {
+	if c.flags&fBroken != 0 {
+		_, _ = c.gc.Discard(-1)
+		return gnet.None
+	}
+	s, l := c.l.srv, c.l
+	buf, _ := c.gc.Peek(-1)
+	off := 0
+	for off < len(buf) {
+		ev, n, err := c.dec.Next(buf[off:])
+		off += n
+		if err != nil {
+			_, _ = c.gc.Discard(-1)
+			c.flags |= fBroken
+			code := ws.StatusProtocolError
+			var ce *protocol.CloseError
+			if errors.As(err, &ce) {
+				code = ce.Code
+			}
+			c.closeWith(closeReasonFor(code), code, err.Error())
+			return gnet.None
+		}
+		switch ev.Kind {
+		case protocol.EventNone:
+			if n == 0 {
+				_, _ = c.gc.Discard(off)
+				return gnet.None
+			}
+		case protocol.EventData:
+			if c.phase != phOpen {
+				continue
+			}
+			c.bytesIn += uint64(len(ev.Payload))
+			if ev.First {
+				c.msg = bridge.AcquireCall()
+				c.msg.Owner = c
+				s.backend.PreparePOST(c.msg, c.ids(), ev.OpCode == ws.OpBinary)
+			}
+			c.msg.Req.AppendBody(ev.Payload)
+			if ev.Fin {
+				m := c.msg
+				c.msg = nil
+				c.msgsIn++
+				s.metrics.messagesIn.Inc()
+				c.enqueue(m)
+			}
+		case protocol.EventPing:
+			if c.flags&fCloseSent == 0 {
+				c.write(protocol.AppendFrame(l.wbuf[:0], ws.OpPong, ev.Payload))
+			}
+		case protocol.EventClose:
+			if c.flags&fCloseSent == 0 {
+				// Echo the client's code (RFC 6455 §5.5.1), then close.
+				c.flags |= fCloseSent
+				echo := ev.Code
+				if echo == ws.StatusNoStatusRcvd {
+					echo = 0
+				}
+				c.end(crClientClose, ev.Code, string(ev.Reason))
+				c.write(protocol.AppendClose(l.wbuf[:0], echo, ""))
+			}
+			if c.gc != nil {
+				_, _ = c.gc.Discard(-1)
+			}
+			return gnet.Close
+		}
+		if c.gc == nil {
+			return gnet.None
+		}
+	}
+	_, _ = c.gc.Discard(off)
+	return gnet.None
+}
+
+// Inbound queue bounds: past them the client is closed with 1013 rather
+// than letting a fast sender grow the bridge's memory behind a slow backend.
+const (
+	maxQueuedMessages = 256
+	maxQueuedFactor   = 4 // × -max-message bytes
+)
+
+func (c *conn) enqueue(m *bridge.Call) {
+	s := c.l.srv
+	if c.pipe.Push(m) {
+		s.backend.Submit(m)
+		return
+	}
+	if n, b := c.pipe.Queued(); n > maxQueuedMessages || int64(b) > maxQueuedFactor*s.cfg.MaxMessage {
+		c.closeWith(crOverload, CodeTryAgain, "too many messages waiting for the backend")
+	}
+}
+
+func (c *conn) onPOST(call *bridge.Call) {
+	s := c.l.srv
+	if c.phase == phOpen && call.Outcome == bridge.OutcomeOK {
+		if body := call.Resp.Body(); len(body) > 0 {
+			op := ws.OpText
+			if bridge.IsBinary(&call.Resp) {
+				op = ws.OpBinary
+			}
+			c.sendFrame(op, body)
+			s.metrics.messagesOut.Inc()
+		}
+	}
+	bridge.ReleaseCall(call)
+	if next := c.pipe.Done(); next != nil {
+		s.backend.Submit(next)
+		return
+	}
+	c.maybeDelete()
+}
+
+// sendFrame writes one data frame and enforces the outbound limit.
+func (c *conn) sendFrame(op ws.OpCode, payload []byte) {
+	l := c.l
+	l.iov[0] = protocol.AppendFrameHeader(l.wbuf[:0], op, true, len(payload))
+	l.iov[1] = payload
+	c.msgsOut++
+	c.bytesOut += uint64(len(payload))
+	if c.gc != nil {
+		_, _ = c.gc.Writev(l.iov[:])
+	}
+	l.iov[1] = nil
+	c.checkOutbound()
+}
+
+func (c *conn) checkOutbound() {
+	if c.gc != nil && c.phase == phOpen && c.gc.OutboundBuffered() > c.l.srv.cfg.MaxOutbound {
+		c.closeWith(crSlowConsumer, CodeTryAgain, "slow consumer")
+	}
+}
+
+// closeWith starts a bridge-initiated close: close frame, end of the
+// lifecycle (DELETE once the queue is empty), then the socket after the
+// client's close reply or the close timeout.
+func (c *conn) closeWith(why closeReason, code ws.StatusCode, reason string) {
+	if c.phase != phOpen {
+		return
+	}
+	c.flags |= fCloseSent
+	c.end(why, code, reason)
+	c.write(protocol.AppendClose(c.l.wbuf[:0], code, reason))
+	if c.gc == nil {
+		return
+	}
+	if c.gc.OutboundBuffered() == 0 {
+		// Nothing more will be sent: a FIN right after the close frame
+		// lets the client finish the handshake at once.
+		_ = unix.Shutdown(c.gc.Fd(), unix.SHUT_WR)
+	}
+	c.l.wheel.schedule(c, c.l.now+c.l.srv.closeTicks)
+}
+
+// end closes the connection's lifecycle at the backend: no more messages
+// are taken, the queue is sent, then the DELETE with code and reason.
+func (c *conn) end(why closeReason, code ws.StatusCode, reason string) {
+	if c.flags&fEnded != 0 {
+		return
+	}
+	s, l := c.l.srv, c.l
+	c.flags |= fEnded
+	if c.phase == phOpen && c.openedAt != 0 {
+		l.open.remove(c)
+		s.metrics.connections.Dec()
+		s.metrics.closed[why].Inc()
+	}
+	c.phase = phClosing
+	c.why, c.closeCode, c.closeReason = why, code, reason
+	if c.msg != nil {
+		bridge.ReleaseCall(c.msg)
+		c.msg = nil
+	}
+	c.uncount()
+	if c.flags&fAccepted != 0 {
+		s.reg.ending(c)
+	}
+	c.maybeDelete()
+}
+
+func (c *conn) maybeDelete() {
+	if c.flags&(fAccepted|fEnded|fDeleteSent) != fAccepted|fEnded || !c.pipe.Idle() {
+		return
+	}
+	c.flags |= fDeleteSent
+	call := bridge.AcquireCall()
+	call.Owner = c
+	c.l.srv.backend.PrepareDELETE(call, c.ids(), int(c.closeCode), c.closeReason)
+	c.l.srv.backend.Submit(call)
+}
+
+func (c *conn) onDELETE(call *bridge.Call) {
+	bridge.ReleaseCall(call)
+	c.l.srv.reg.deleted(c)
+}
+
+// onClose runs when the socket is gone (gnet.EventHandler.OnClose).
+func (c *conn) onClose() {
+	c.gc = nil
+	c.flags |= fTCPGone
+	c.l.wheel.remove(c)
+	switch c.phase {
+	case phHeld:
+		if c.l.srv.reg.leave(c) {
+			bridge.ReleaseCall(c.hs.get)
+			c.hs = nil
+			c.uncount()
+		}
+		// Otherwise a grant is on its way; onGrant gives the slot back.
+	case phOpen:
+		c.end(crClientGone, CodeGone, "")
+	}
+	// phAuthorising and phTakeover wait for their GET or taskOpen, which
+	// see fTCPGone; phClosing is already on its way to the DELETE.
+}
+
+// onTimer runs when the connection's timer fires.
+func (c *conn) onTimer() {
+	l, s := c.l, c.l.srv
+	switch c.phase {
+	case phHandshake:
+		s.metrics.refused[rrHandshakeTimeout].Inc()
+		c.phase = phClosing
+		c.write(protocol.AppendResponse(l.wbuf[:0], 408, nil, nil, s2b("request not received in time\n")))
+		l.closeConn(c)
+	case phHeld:
+		if s.reg.leave(c) {
+			bridge.ReleaseCall(c.hs.get)
+			c.hs = nil
+			c.uncount()
+			c.phase = phClosing
+			c.respondRefusal(rrHoldTimeout, 503, nil, "previous connection still closing, retry shortly\n", nil)
+		}
+	case phOpen:
+		c.heartbeat()
+	case phClosing:
+		l.closeConn(c)
+	}
+}
+
+// heartbeat pings an idle connection and closes one that did not answer.
+func (c *conn) heartbeat() {
+	l, s := c.l, c.l.srv
+	if c.flags&fPingSent != 0 {
+		c.closeWith(crHeartbeat, CodeHeartbeat, "heartbeat timeout")
+		return
+	}
+	if l.now-c.lastRead < s.pingTicks {
+		l.wheel.schedule(c, c.lastRead+s.pingTicks)
+		return
+	}
+	c.flags |= fPingSent
+	c.write(protocol.AppendFrame(l.wbuf[:0], ws.OpPing, emptyPayload))
+	if c.gc != nil {
+		l.wheel.schedule(c, l.now+s.pongTicks)
+	}
+}

@@ -1,0 +1,27 @@
+// Package engine is wsbridge's WebSocket side: a gnet v2 event handler that
+// holds very many connections on a few epoll event loops, with no goroutine
+// per connection.
+//
+// Each connection is a small state machine, touched only on its own event
+// loop:
+//
+//	handshake ──▶ held ──▶ authorising ──▶ open ──▶ closing
+//	                 ╰──────────▶ takeover ──╯
+//
+// handshake reads the upgrade request (protocol.ParseRequest); held waits
+// while the same ClientId's previous lifecycle ends at the backend;
+// authorising waits for the backend's GET; takeover waits for the DELETE of
+// the open connection this one replaces; open streams frames into POSTs;
+// closing sends what is still queued, then the DELETE.
+//
+// Nothing on a loop blocks. Backend calls go to bridge.Client workers and
+// come back through a per-loop mailbox (loop.post), which wakes the loop
+// once however many results are waiting. Timers (handshake timeout, hold
+// bound, heartbeat, close wait, drain) live in a per-loop timing wheel whose
+// cost per tick is the number of connections due, not the number held.
+//
+// Locking: a connection's fields belong to its loop. The ClientId registry
+// (registry.go) is the only state shared between loops; its shard locks are
+// never held across I/O and are taken before a loop's mailbox lock, never
+// after.
+package engine

@@ -1,0 +1,210 @@
+package engine
+
+import (
+	"context"
+	"sync"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/protocol"
+)
+
+// taskKind says what a task asks a loop to do.
+type taskKind uint8
+
+const (
+	taskCall    taskKind = iota // a backend call finished
+	taskGrant                   // the registry granted the ClientId: send the GET
+	taskReplace                 // a newer connection replaces this one: close 4000
+	taskOpen                    // the replaced connection's DELETE is answered: send 101
+	taskAdmin                   // push, kick or info from the admin API
+	taskTick                    // advance the timing wheel
+)
+
+// task is one unit of work for a loop, posted from any goroutine.
+type task struct {
+	kind     taskKind
+	c        *conn
+	call     *bridge.Call
+	admin    *adminReq
+	replaces uint64
+}
+
+// loop is wsbridge's state for one gnet event loop. The mailbox fields
+// (mu, tasks, woken) may be touched from any goroutine; everything else
+// belongs to the loop's goroutine.
+type loop struct {
+	srv *Server
+	el  gnet.EventLoop
+
+	mu    sync.Mutex
+	tasks []task
+	woken bool // a Run is scheduled and has not yet taken the tasks
+
+	spare []task
+	now   int64 // ticks since the server started, updated on each tick
+	wheel wheel
+	open  connList // open connections, for drain
+	req   protocol.Request
+	wbuf  []byte // frames and responses being written; valid until the next write
+	idbuf []byte // connection id being formatted
+	iov   [2][]byte
+}
+
+func newLoop(s *Server, el gnet.EventLoop) *loop {
+	return &loop{srv: s, el: el, now: s.tick(), wbuf: make([]byte, 0, 512), idbuf: make([]byte, 0, 40)}
+}
+
+// post queues t for the loop and wakes it if it is not already going to
+// run. Safe from any goroutine; never blocks on I/O.
+func (l *loop) post(t task) {
+	l.mu.Lock()
+	l.tasks = append(l.tasks, t)
+	wake := !l.woken
+	l.woken = true
+	l.mu.Unlock()
+	if wake {
+		if err := l.el.Execute(context.Background(), l); err != nil {
+			// The engine is shutting down: nothing will run the tasks.
+			l.srv.logLimited("loop mailbox closed", err)
+		}
+	}
+}
+
+// Run drains the mailbox on the loop's goroutine (gnet.Runnable).
+func (l *loop) Run(context.Context) error {
+	l.mu.Lock()
+	ts := l.tasks
+	l.tasks = l.spare[:0]
+	l.woken = false
+	l.mu.Unlock()
+	for i := range ts {
+		l.run(&ts[i])
+		ts[i] = task{}
+	}
+	l.spare = ts[:0]
+	return nil
+}
+
+func (l *loop) run(t *task) {
+	c := t.c
+	switch t.kind {
+	case taskCall:
+		c.onCall(t.call)
+	case taskGrant:
+		c.onGrant(t.replaces)
+	case taskReplace:
+		if c.phase == phOpen {
+			c.closeWith(crReplaced, CodeReplaced, "replaced by a newer connection")
+		}
+	case taskOpen:
+		if c.phase == phTakeover {
+			c.open()
+		}
+	case taskAdmin:
+		c.onAdmin(t.admin)
+	case taskTick:
+		l.now = l.srv.tick()
+		l.wheel.advance(l.now, (*conn).onTimer)
+		l.drainStep()
+	}
+}
+
+// closeConn closes c's socket from a task (outside OnTraffic, where
+// returning gnet.Close does it). OnClose runs before it returns.
+func (l *loop) closeConn(c *conn) {
+	if c.gc != nil {
+		_ = l.el.Close(c.gc)
+	}
+}
+
+// wheelSlots × tick is one turn of the wheel (102 s at 100 ms); longer
+// timers wait for their turn in their slot.
+const wheelSlots = 1024
+
+// wheel is a hashed timing wheel of connections, one timer per connection.
+// Firing costs the connections due plus the few in the same slot that wait
+// for a later turn.
+type wheel struct {
+	slots [wheelSlots]*conn
+	cur   int64
+}
+
+func (w *wheel) schedule(c *conn, at int64) {
+	w.remove(c)
+	if at <= w.cur {
+		at = w.cur + 1
+	}
+	c.twhen = at
+	s := &w.slots[at&(wheelSlots-1)]
+	c.tprev, c.tnext = nil, *s
+	if *s != nil {
+		(*s).tprev = c
+	}
+	*s = c
+	c.tset = true
+}
+
+func (w *wheel) remove(c *conn) {
+	if !c.tset {
+		return
+	}
+	if c.tprev != nil {
+		c.tprev.tnext = c.tnext
+	} else {
+		w.slots[c.twhen&(wheelSlots-1)] = c.tnext
+	}
+	if c.tnext != nil {
+		c.tnext.tprev = c.tprev
+	}
+	c.tnext, c.tprev, c.tset = nil, nil, false
+}
+
+// advance fires every timer due up to now. fire may reschedule its own
+// connection but must not touch other connections' timers.
+func (w *wheel) advance(now int64, fire func(*conn)) {
+	for w.cur < now {
+		w.cur++
+		for c := w.slots[w.cur&(wheelSlots-1)]; c != nil; {
+			next := c.tnext
+			if c.twhen <= w.cur {
+				w.remove(c)
+				fire(c)
+			}
+			c = next
+		}
+	}
+}
+
+// connList is an intrusive doubly linked list of a loop's open connections.
+type connList struct {
+	head *conn
+	n    int
+}
+
+func (l *connList) push(c *conn) {
+	c.oprev, c.onext = nil, l.head
+	if l.head != nil {
+		l.head.oprev = c
+	}
+	l.head = c
+	c.listed = true
+	l.n++
+}
+
+func (l *connList) remove(c *conn) {
+	if !c.listed {
+		return
+	}
+	if c.oprev != nil {
+		c.oprev.onext = c.onext
+	} else {
+		l.head = c.onext
+	}
+	if c.onext != nil {
+		c.onext.oprev = c.oprev
+	}
+	c.onext, c.oprev, c.listed = nil, nil, false
+	l.n--
+}

@@ -1,0 +1,99 @@
+package engine
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/wsbridge/wsbridge/bridge"
+)
+
+// Metrics are wsbridge's Prometheus series (DESIGN §6). Labelled series
+// are resolved once at construction, so the hot path only adds to atomics.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	connections prometheus.Gauge
+	opened      prometheus.Counter
+	closed      [numCloseReasons]prometheus.Counter
+	refused     [numRefuseReasons]prometheus.Counter
+	messagesIn  prometheus.Counter
+	messagesOut prometheus.Counter
+	backend     [len(bridge.Methods)]map[bridge.Outcome]prometheus.Counter
+	backendDur  [len(bridge.Methods)]prometheus.Observer
+	pushes      map[string]prometheus.Counter
+}
+
+// Push outcomes, the label of wsbridge_pushes_total.
+const (
+	pushOK           = "ok"
+	pushUnknown      = "unknown"       // 404: no open connection with that ClientId
+	pushTooBig       = "too_big"       // 413
+	pushSlowConsumer = "slow_consumer" // 503: the client's outbound buffer is full
+	pushBadRequest   = "bad_request"   // 400: text push that is not valid UTF-8
+)
+
+// NewMetrics creates the series on a new registry, with the Go and process
+// collectors.
+func NewMetrics() *Metrics {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	f := func(c prometheus.Collector) prometheus.Collector { r.MustRegister(c); return c }
+	m := &Metrics{Registry: r}
+	m.connections = f(prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "wsbridge_connections", Help: "Open WebSocket connections.",
+	})).(prometheus.Gauge)
+	m.opened = f(prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "wsbridge_connections_opened_total", Help: "WebSocket connections opened (101 sent).",
+	})).(prometheus.Counter)
+	closed := f(prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsbridge_connections_closed_total", Help: "Open WebSocket connections closed, by reason.",
+	}, []string{"reason"})).(*prometheus.CounterVec)
+	for r := range numCloseReasons {
+		m.closed[r] = closed.WithLabelValues(r.String())
+	}
+	refused := f(prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsbridge_upgrades_refused_total", Help: "Upgrade requests answered without 101, by reason.",
+	}, []string{"reason"})).(*prometheus.CounterVec)
+	for r := range numRefuseReasons {
+		m.refused[r] = refused.WithLabelValues(r.String())
+	}
+	msgs := f(prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsbridge_messages_total", Help: "WebSocket messages: in from clients, out to clients (replies and pushes).",
+	}, []string{"direction"})).(*prometheus.CounterVec)
+	m.messagesIn, m.messagesOut = msgs.WithLabelValues("in"), msgs.WithLabelValues("out")
+	reqs := f(prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsbridge_backend_requests_total", Help: "Backend calls by method and outcome (each DELETE retry counts).",
+	}, []string{"method", "outcome"})).(*prometheus.CounterVec)
+	dur := f(prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "wsbridge_backend_request_duration_seconds",
+		Help:    "Backend call latency.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+	}, []string{"method"})).(*prometheus.HistogramVec)
+	for _, meth := range bridge.Methods {
+		m.backend[meth] = make(map[bridge.Outcome]prometheus.Counter, len(bridge.Outcomes))
+		for _, o := range bridge.Outcomes {
+			m.backend[meth][o] = reqs.WithLabelValues(meth.String(), string(o))
+		}
+		m.backendDur[meth] = dur.WithLabelValues(meth.String())
+	}
+	pushes := f(prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsbridge_pushes_total", Help: "Admin API pushes by outcome.",
+	}, []string{"outcome"})).(*prometheus.CounterVec)
+	m.pushes = map[string]prometheus.Counter{}
+	for _, o := range []string{pushOK, pushUnknown, pushTooBig, pushSlowConsumer, pushBadRequest} {
+		m.pushes[o] = pushes.WithLabelValues(o)
+	}
+	return m
+}
+
+// ObserveBackend is the bridge.Config.Observe hook.
+func (m *Metrics) ObserveBackend(meth bridge.Method, o bridge.Outcome, d time.Duration) {
+	if c := m.backend[meth][o]; c != nil {
+		c.Inc()
+	}
+	if o != bridge.OutcomeShed {
+		m.backendDur[meth].Observe(d.Seconds())
+	}
+}

@@ -1,0 +1,445 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	mrand "math/rand/v2"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sys/unix"
+
+	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/protocol"
+)
+
+// Config is the engine's part of the command line (DESIGN §3).
+type Config struct {
+	Listen           string        // WebSocket listener, host:port
+	ReusePort        bool          // SO_REUSEPORT: one listener per loop, shared with other processes
+	Loops            int           // event loops; 0 = one per CPU
+	MaxConns         int           // WebSocket connections (authorising or open); 0 = no limit
+	MaxMessage       int64         // bytes per message, larger → close 1009
+	MaxOutbound      int           // bytes buffered towards one client, more → close 1013
+	PingInterval     time.Duration // 0 disables heartbeats
+	PongTimeout      time.Duration
+	HandshakeTimeout time.Duration // until the upgrade request is complete
+	HoldTimeout      time.Duration // how long a reconnect waits for the previous DELETE (= -backend-timeout)
+	CloseTimeout     time.Duration // how long to wait for the client's close reply
+	AcceptRate       float64       // upgrades per second admitted; 0 = no limit
+	AcceptBurst      int
+	DrainTimeout     time.Duration
+	AllowOrigins     []string       // empty = any
+	TrustedProxies   []netip.Prefix // peers whose X-Forwarded-For is believed
+	FDBudget         int            // TCP connections accepted before refusing with 503; 0 = derived from RLIMIT_NOFILE
+	Tick             time.Duration  // timer resolution; 0 = 100ms
+}
+
+func (c *Config) setDefaults() {
+	if c.Listen == "" {
+		c.Listen = ":7001"
+	}
+	if c.MaxMessage <= 0 {
+		c.MaxMessage = 1 << 20
+	}
+	if c.MaxOutbound <= 0 {
+		// Room for a full-size push on top of replies in flight.
+		c.MaxOutbound = int(2*c.MaxMessage) + 64<<10
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.HoldTimeout <= 0 {
+		c.HoldTimeout = 60 * time.Second
+	}
+	if c.CloseTimeout <= 0 {
+		c.CloseTimeout = 3 * time.Second
+	}
+	if c.PingInterval > 0 && c.PongTimeout <= 0 {
+		c.PongTimeout = 10 * time.Second
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	if c.Tick <= 0 {
+		c.Tick = 100 * time.Millisecond
+	}
+	if c.AcceptRate > 0 && c.AcceptBurst <= 0 {
+		c.AcceptBurst = max(1, int(c.AcceptRate))
+	}
+}
+
+// Server is the WebSocket side of wsbridge.
+type Server struct {
+	cfg     Config
+	log     *zap.Logger
+	limited *zap.Logger // sampled, for per-connection noise
+	backend *bridge.Client
+	metrics *Metrics
+	reg     *registry
+
+	start                                           time.Time
+	handshakeTicks, holdTicks, pingTicks, pongTicks int64
+	closeTicks                                      int64
+	idPrefix                                        string
+	idSeq                                           atomic.Uint64
+	tcpConns                                        atomic.Int64 // sockets held, for FDBudget
+	wsConns                                         atomic.Int64 // authorising or open, for MaxConns
+	draining                                        atomic.Bool
+	drainFrom, drainTill                            atomic.Int64 // ticks
+	origins                                         [][]byte
+	retryValues                                     [][]byte
+
+	loopsMu sync.Mutex
+	loops   []*loop
+	loopOf  sync.Map // gnet.EventLoop → *loop
+
+	bucketMu sync.Mutex
+	tokens   float64
+	last     time.Time
+
+	eng     gnet.Engine
+	booted  chan struct{}
+	runErr  chan error
+	stopped chan struct{}
+	addr    string
+}
+
+// New returns a Server; Start runs it.
+func New(cfg Config, backend *bridge.Client, m *Metrics, log *zap.Logger) (*Server, error) {
+	cfg.setDefaults()
+	if log == nil {
+		log = zap.NewNop()
+	}
+	var prefix [6]byte
+	if _, err := rand.Read(prefix[:]); err != nil {
+		return nil, fmt.Errorf("engine: connection id prefix: %w", err)
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     log,
+		limited: log.WithOptions(zap.WrapCore(sampled)),
+		backend: backend,
+		metrics: m,
+		reg:     newRegistry(),
+		start:   time.Now(),
+		// A fresh random prefix per process keeps ids unique across
+		// restarts; the sequence keeps them unique within one.
+		idPrefix: hex.EncodeToString(prefix[:]),
+		booted:   make(chan struct{}),
+		runErr:   make(chan error, 1),
+		stopped:  make(chan struct{}),
+		tokens:   float64(cfg.AcceptBurst),
+		last:     time.Now(),
+	}
+	s.handshakeTicks = s.ticks(cfg.HandshakeTimeout)
+	s.holdTicks = s.ticks(cfg.HoldTimeout)
+	s.pingTicks = s.ticks(cfg.PingInterval)
+	s.pongTicks = s.ticks(cfg.PongTimeout)
+	s.closeTicks = s.ticks(cfg.CloseTimeout)
+	for _, o := range cfg.AllowOrigins {
+		s.origins = append(s.origins, []byte(o))
+	}
+	for i := 1; i <= 5; i++ {
+		s.retryValues = append(s.retryValues, []byte(strconv.Itoa(i)))
+	}
+	if cfg.FDBudget == 0 {
+		s.cfg.FDBudget = fdBudget(backend)
+	}
+	return s, nil
+}
+
+// ticks converts d to timer ticks, rounding up; 0 stays 0.
+func (s *Server) ticks(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + s.cfg.Tick - 1) / s.cfg.Tick)
+}
+
+// tick is the current time in ticks since the server started.
+func (s *Server) tick() int64 { return int64(time.Since(s.start) / s.cfg.Tick) }
+
+// fdBudget leaves room under RLIMIT_NOFILE for the backend's sockets, the
+// admin listener and the process's own files, so that accept(2) never
+// meets EMFILE: gnet stops its engine on any accept error.
+func fdBudget(b *bridge.Client) int {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == unix.RLIM_INFINITY || rl.Cur > math.MaxInt32 {
+		return 0
+	}
+	reserve := 128 + b.MaxConns()
+	return max(int(rl.Cur)-reserve, 16)
+}
+
+// Start listens and runs the event loops in the background. It returns
+// once the listener is bound.
+func (s *Server) Start() error {
+	opts := []gnet.Option{
+		gnet.WithMulticore(true),
+		gnet.WithReusePort(s.cfg.ReusePort),
+		gnet.WithLogger(s.log.Named("gnet").Sugar()),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+	}
+	if s.cfg.Loops > 0 {
+		opts = append(opts, gnet.WithNumEventLoop(s.cfg.Loops))
+	}
+	go func() {
+		err := gnet.Run(&handler{s: s}, "tcp://"+s.cfg.Listen, opts...)
+		s.runErr <- err
+		close(s.stopped)
+	}()
+	select {
+	case <-s.booted:
+	case err := <-s.runErr:
+		return fmt.Errorf("engine: listen %s: %w", s.cfg.Listen, err)
+	}
+	s.addr = s.cfg.Listen
+	if fd, err := s.eng.Dup(); err == nil {
+		if sa, err := unix.Getsockname(fd); err == nil {
+			switch a := sa.(type) {
+			case *unix.SockaddrInet4:
+				s.addr = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)).String()
+			case *unix.SockaddrInet6:
+				s.addr = netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port)).String()
+			}
+		}
+		_ = unix.Close(fd)
+	}
+	go s.ticker()
+	return nil
+}
+
+// Addr is the bound listener address (useful with port 0).
+func (s *Server) Addr() string { return s.addr }
+
+// Done is closed when the engine has stopped.
+func (s *Server) Done() <-chan struct{} { return s.stopped }
+
+// Err returns why the engine stopped, once Done is closed.
+func (s *Server) Err() error {
+	select {
+	case err := <-s.runErr:
+		s.runErr <- err
+		return err
+	default:
+		return nil
+	}
+}
+
+func (s *Server) ticker() {
+	t := time.NewTicker(s.cfg.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopped:
+			return
+		case <-t.C:
+		}
+		s.loopsMu.Lock()
+		loops := s.loops
+		s.loopsMu.Unlock()
+		for _, l := range loops {
+			l.post(task{kind: taskTick})
+		}
+	}
+}
+
+func (s *Server) loopFor(gc gnet.Conn) *loop {
+	el := gc.EventLoop()
+	if l, ok := s.loopOf.Load(el); ok {
+		return l.(*loop)
+	}
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	if l, ok := s.loopOf.Load(el); ok {
+		return l.(*loop)
+	}
+	l := newLoop(s, el)
+	s.loopOf.Store(el, l)
+	s.loops = append(append([]*loop(nil), s.loops...), l)
+	return l
+}
+
+func (s *Server) nextID() uint64 { return s.idSeq.Add(1) }
+
+// appendConnID appends the Wsbridge-Connection-Id of sequence number id.
+func (s *Server) appendConnID(dst []byte, id uint64) []byte {
+	dst = append(dst, s.idPrefix...)
+	dst = append(dst, '-')
+	return strconv.AppendUint(dst, id, 16)
+}
+
+func (s *Server) originAllowed(origin []byte) bool {
+	if len(s.origins) == 0 || origin == nil {
+		return true
+	}
+	for _, o := range s.origins {
+		if bytes.EqualFold(o, origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// admit takes a token from the -accept-rate bucket.
+func (s *Server) admit() bool {
+	if s.cfg.AcceptRate <= 0 {
+		return true
+	}
+	s.bucketMu.Lock()
+	defer s.bucketMu.Unlock()
+	now := time.Now()
+	s.tokens = min(float64(s.cfg.AcceptBurst), s.tokens+now.Sub(s.last).Seconds()*s.cfg.AcceptRate)
+	s.last = now
+	if s.tokens < 1 {
+		return false
+	}
+	s.tokens--
+	return true
+}
+
+// retryAfter returns a Retry-After header with 1–5 s of jitter, so refused
+// clients do not come back in step.
+func (s *Server) retryAfter() []protocol.Header {
+	return []protocol.Header{{Name: hdrRetryAfter, Value: s.retryValues[mrand.IntN(len(s.retryValues))]}}
+}
+
+// forwardedFor appends the X-Forwarded-For value for a client whose socket
+// peer is peer and who sent xff: the peer's IP alone, or appended to xff
+// when the peer is a trusted proxy.
+func (s *Server) forwardedFor(dst []byte, peer net.Addr, xff []byte) []byte {
+	ip := addrIP(peer)
+	if xff = bytes.TrimSpace(xff); len(xff) > 0 && s.trusted(ip) {
+		dst = append(dst, xff...)
+		dst = append(dst, ", "...)
+	}
+	return ip.AppendTo(dst)
+}
+
+func addrIP(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+func (s *Server) trusted(ip netip.Addr) bool {
+	for _, p := range s.cfg.TrustedProxies {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// clientIP is the address wsbridge believes the client has: the rightmost
+// address in xff that is not a trusted proxy.
+func (s *Server) clientIP(xff []byte) string {
+	for len(xff) > 0 {
+		i := bytes.LastIndexByte(xff, ',')
+		part := bytes.TrimSpace(xff[i+1:])
+		if ip, err := netip.ParseAddr(string(part)); err != nil || !s.trusted(ip) || i < 0 {
+			return string(part)
+		}
+		xff = xff[:i]
+	}
+	return ""
+}
+
+// Ready reports whether the server takes new connections (/readyz).
+func (s *Server) Ready() bool {
+	if s.draining.Load() {
+		return false
+	}
+	return s.cfg.MaxConns <= 0 || s.wsConns.Load() < int64(s.cfg.MaxConns)
+}
+
+// Connections returns the WebSocket connections authorising or open.
+func (s *Server) Connections() int64 { return s.wsConns.Load() }
+
+// ErrDrainTimeout is returned by Shutdown when connections or backend
+// calls outlived the drain window.
+var ErrDrainTimeout = errors.New("engine: drain did not finish in time")
+
+// Shutdown drains: readiness turns 503, new upgrades are refused, open
+// connections are closed with 1012 spread over -drain-timeout, their
+// queued POSTs and DELETEs are sent; then the engine stops. It returns
+// when everything is sent or ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if !s.draining.Swap(true) {
+		now := s.tick()
+		s.drainFrom.Store(now)
+		// Close everyone within 80% of the window, keeping the rest for
+		// the last POSTs and DELETEs.
+		s.drainTill.Store(now + max(1, s.ticks(s.cfg.DrainTimeout)*8/10))
+		s.log.Info("draining", zap.Int64("connections", s.wsConns.Load()), zap.Duration("window", s.cfg.DrainTimeout))
+	}
+	t := time.NewTicker(s.cfg.Tick)
+	defer t.Stop()
+	var err error
+	for s.wsConns.Load() > 0 || s.backend.Pending() > 0 {
+		select {
+		case <-ctx.Done():
+			err = ErrDrainTimeout
+		case <-t.C:
+			continue
+		}
+		break
+	}
+	s.stop()
+	return err
+}
+
+// Stop stops the engine at once, without draining.
+func (s *Server) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.eng.Stop(ctx)
+	<-s.stopped
+}
+
+// drainStep closes this loop's share of open connections for this tick.
+func (l *loop) drainStep() {
+	s := l.srv
+	if !s.draining.Load() || l.open.n == 0 {
+		return
+	}
+	left := s.drainTill.Load() - l.now
+	k := l.open.n
+	if left > 1 {
+		k = (l.open.n + int(left) - 1) / int(left)
+	}
+	for ; k > 0 && l.open.head != nil; k-- {
+		c := l.open.head
+		// Suggest a short, jittered reconnect delay: by now a new process
+		// (or another node) takes the connections.
+		c.closeWith(crDrain, CodeRestart, drainReasons[mrand.IntN(len(drainReasons))])
+	}
+}
+
+var drainReasons = []string{"retry=1", "retry=2", "retry=3", "retry=4", "retry=5"}
+
+// sampled keeps the first 5 entries with the same message each second,
+// then every 100th: per-connection noise cannot flood the log.
+func sampled(core zapcore.Core) zapcore.Core {
+	return zapcore.NewSamplerWithOptions(core, time.Second, 5, 100)
+}
+
+func (s *Server) logLimited(msg string, err error) {
+	if ce := s.limited.Check(zap.WarnLevel, msg); ce != nil {
+		ce.Write(zap.Error(err))
+	}
+}
