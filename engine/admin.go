@@ -237,8 +237,8 @@ func (s *Server) AdminServer(cfg AdminConfig) *fasthttp.Server {
 		if len(token) > 0 {
 			auth := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
 			if !bytes.HasPrefix(auth, bearerPrefix) || subtle.ConstantTimeCompare(auth[len(bearerPrefix):], token) != 1 {
+				ctx.Error("unauthorized\n", fasthttp.StatusUnauthorized) // resets headers: set them after
 				ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="wsbridge"`)
-				ctx.Error("unauthorized\n", fasthttp.StatusUnauthorized)
 				return
 			}
 		}
@@ -274,14 +274,17 @@ func (s *Server) AdminServer(cfg AdminConfig) *fasthttp.Server {
 			ctx.SetContentType("application/json")
 			ctx.SetBody(append(b, '\n'))
 		default:
-			ctx.Response.Header.Set(fasthttp.HeaderAllow, "GET, POST, DELETE")
 			ctx.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
+			ctx.Response.Header.Set(fasthttp.HeaderAllow, "GET, POST, DELETE")
 		}
 	}
 	return &fasthttp.Server{
 		Handler:            h,
 		Name:               "wsbridge",
-		MaxRequestBodySize: int(s.cfg.MaxMessage),
+		// Read somewhat more than -max-message so that an oversized push
+		// gets a clean 413 from adminPush rather than a reset; far larger
+		// bodies are cut off by fasthttp itself.
+		MaxRequestBodySize: int(4*s.cfg.MaxMessage) + 4<<10,
 		ReadTimeout:        30 * time.Second,
 		IdleTimeout:        2 * time.Minute,
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {

@@ -1,0 +1,297 @@
+// Package backend is a fast mock of a wsbridge API backend, for tests and
+// the wsbench load generator: GET answers "ok", POST echoes the message
+// with its content type, DELETE answers "ok".
+//
+// While it serves it checks the protocol's promises and counts every
+// breach in Violations: per ClientId, lifecycles do not overlap (a GET
+// comes only after the previous connection's DELETE, unless it carries
+// Wsbridge-Replaces naming the open one); no POST arrives for a connection
+// that is not open at the backend; every connection gets exactly one
+// DELETE; and, when messages are numbered (see Sequenced), they arrive in
+// order.
+//
+// With Record set it also keeps every call for tests to inspect.
+package backend
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Call is one recorded backend call.
+type Call struct {
+	Method    string
+	ClientID  string
+	ConnID    string
+	Query     string
+	Header    map[string]string // canonical names, last value wins
+	Body      []byte
+	CloseCode string // Wsbridge-Close-Code of a DELETE
+	Replaces  string // Wsbridge-Replaces of a GET
+	At        time.Time
+}
+
+// Options configure a Backend.
+type Options struct {
+	// Addr to listen on; empty means 127.0.0.1:0.
+	Addr string
+	// Record keeps every call (tests); leave off for load runs.
+	Record bool
+	// Sequenced checks that each connection's messages, read as decimal
+	// numbers at the start of the body, strictly increase.
+	Sequenced bool
+	// Hook, if set, runs first; returning true means it wrote the reply.
+	// It runs concurrently for different requests.
+	Hook func(ctx *fasthttp.RequestCtx, c *Call) bool
+}
+
+// Backend is a running mock backend.
+type Backend struct {
+	opts   Options
+	ln     net.Listener
+	srv    *fasthttp.Server
+	URL    string // base URL to give wsbridge's -backend
+	closed chan struct{}
+
+	Gets, Posts, Deletes atomic.Int64
+	Violations           atomic.Int64
+
+	mu        sync.Mutex
+	calls     []Call
+	clients   map[string]*clientState
+	conns     map[string]*connState
+	lastError string
+}
+
+type clientState struct {
+	open string // connection id that holds the ClientId (GET ok, no DELETE yet)
+}
+
+type connState struct {
+	deleted bool
+	lastSeq int64
+}
+
+// Start listens and serves until Close.
+func Start(opts Options) (*Backend, error) {
+	addr := opts.Addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("backend: listen %s: %w", addr, err)
+	}
+	b := &Backend{
+		opts:    opts,
+		ln:      ln,
+		URL:     "http://" + ln.Addr().String() + "/",
+		closed:  make(chan struct{}),
+		clients: map[string]*clientState{},
+		conns:   map[string]*connState{},
+	}
+	b.srv = &fasthttp.Server{
+		Handler:            b.handle,
+		Name:               "wsbridge-mock-backend",
+		MaxRequestBodySize: 64 << 20,
+		Concurrency:        1 << 20,
+	}
+	go func() {
+		_ = b.srv.Serve(ln)
+		close(b.closed)
+	}()
+	return b, nil
+}
+
+// Addr is the listening address.
+func (b *Backend) Addr() string { return b.ln.Addr().String() }
+
+// Close stops the backend.
+func (b *Backend) Close() error {
+	err := b.srv.Shutdown()
+	<-b.closed
+	return err
+}
+
+var (
+	hdrConnID    = []byte("Wsbridge-Connection-Id")
+	hdrCloseCode = []byte("Wsbridge-Close-Code")
+	hdrReplaces  = []byte("Wsbridge-Replaces")
+)
+
+func (b *Backend) handle(ctx *fasthttp.RequestCtx) {
+	path := ctx.Path()
+	var c Call
+	c.ClientID = string(path[bytes.LastIndexByte(path, '/')+1:])
+	c.Method = string(ctx.Method())
+	c.ConnID = string(ctx.Request.Header.PeekBytes(hdrConnID))
+	if b.opts.Record {
+		c.Query = string(ctx.QueryArgs().QueryString())
+		c.Header = map[string]string{}
+		for k, v := range ctx.Request.Header.All() {
+			c.Header[string(k)] = string(v)
+		}
+		c.Body = append([]byte(nil), ctx.PostBody()...)
+		c.CloseCode = string(ctx.Request.Header.PeekBytes(hdrCloseCode))
+		c.Replaces = string(ctx.Request.Header.PeekBytes(hdrReplaces))
+		c.At = time.Now()
+	}
+	replaces := ctx.Request.Header.PeekBytes(hdrReplaces)
+	handled := false
+	if b.opts.Hook != nil {
+		if !b.opts.Record {
+			c.Body = ctx.PostBody()
+		}
+		handled = b.opts.Hook(ctx, &c)
+	}
+	if !handled {
+		switch c.Method {
+		case fasthttp.MethodGet:
+			ctx.SetBodyString("ok")
+		case fasthttp.MethodPost:
+			ctx.SetContentTypeBytes(ctx.Request.Header.ContentType())
+			ctx.SetBody(ctx.PostBody())
+		case fasthttp.MethodDelete:
+			ctx.SetBodyString("ok")
+		}
+	}
+	accepted := c.Method == fasthttp.MethodGet && ctx.Response.StatusCode() == 200 &&
+		string(bytes.TrimSpace(ctx.Response.Body())) == "ok"
+	b.check(&c, accepted, string(replaces), ctx.PostBody())
+}
+
+// check updates the lifecycle model and counts violations.
+func (b *Backend) check(c *Call, accepted bool, replaces string, body []byte) {
+	switch c.Method {
+	case fasthttp.MethodGet:
+		b.Gets.Add(1)
+	case fasthttp.MethodPost:
+		b.Posts.Add(1)
+	case fasthttp.MethodDelete:
+		b.Deletes.Add(1)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.opts.Record {
+		b.calls = append(b.calls, *c)
+	}
+	cl := b.clients[c.ClientID]
+	if cl == nil {
+		cl = &clientState{}
+		b.clients[c.ClientID] = cl
+	}
+	switch c.Method {
+	case fasthttp.MethodGet:
+		if cl.open != "" && cl.open != replaces {
+			b.violate("GET %s for %s while %s is still open (replaces %q)", c.ConnID, c.ClientID, cl.open, replaces)
+		}
+		if accepted {
+			if _, seen := b.conns[c.ConnID]; seen {
+				b.violate("second GET for connection %s", c.ConnID)
+			}
+			b.conns[c.ConnID] = &connState{lastSeq: -1}
+			cl.open = c.ConnID
+		}
+	case fasthttp.MethodPost:
+		cs := b.conns[c.ConnID]
+		switch {
+		case cs == nil:
+			b.violate("POST for connection %s never accepted", c.ConnID)
+		case cs.deleted:
+			b.violate("POST after DELETE for connection %s", c.ConnID)
+		case b.opts.Sequenced:
+			if seq, ok := leadingNumber(body); ok {
+				if seq <= cs.lastSeq {
+					b.violate("connection %s: message %d after %d", c.ConnID, seq, cs.lastSeq)
+				}
+				cs.lastSeq = seq
+			}
+		}
+	case fasthttp.MethodDelete:
+		cs := b.conns[c.ConnID]
+		switch {
+		case cs == nil:
+			b.violate("DELETE for connection %s never accepted", c.ConnID)
+		case cs.deleted:
+			b.violate("second DELETE for connection %s", c.ConnID)
+		default:
+			cs.deleted = true
+		}
+		if cl.open == c.ConnID {
+			cl.open = ""
+		}
+	}
+}
+
+func (b *Backend) violate(format string, args ...any) {
+	b.Violations.Add(1)
+	b.lastError = fmt.Sprintf(format, args...)
+}
+
+// LastViolation describes the most recent violation, or "".
+func (b *Backend) LastViolation() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.lastError
+}
+
+func leadingNumber(b []byte) (int64, bool) {
+	i := 0
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	if i == 0 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(string(b[:i]), 10, 64)
+	return n, err == nil
+}
+
+// Calls returns the recorded calls, all or for one ClientId.
+func (b *Backend) Calls(clientID string) []Call {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []Call
+	for _, c := range b.calls {
+		if clientID == "" || c.ClientID == clientID {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// Open returns the connections accepted and not yet deleted.
+func (b *Backend) Open() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, cs := range b.conns {
+		if !cs.deleted {
+			n++
+		}
+	}
+	return n
+}
+
+// ErrNotDone is returned by Wait when the condition did not hold in time.
+var ErrNotDone = errors.New("backend: condition not met in time")
+
+// Wait polls cond every few milliseconds until it holds or timeout passes.
+func Wait(timeout time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return ErrNotDone
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
+}
