@@ -279,8 +279,8 @@ func (s *Server) AdminServer(cfg AdminConfig) *fasthttp.Server {
 		}
 	}
 	return &fasthttp.Server{
-		Handler:            h,
-		Name:               "wsbridge",
+		Handler: h,
+		Name:    "wsbridge",
 		// Read somewhat more than -max-message so that an oversized push
 		// gets a clean 413 from adminPush rather than a reset; far larger
 		// bodies are cut off by fasthttp itself.
