@@ -17,6 +17,7 @@ import (
 
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/engine"
+	"github.com/wsbridge/wsbridge/sysctl"
 )
 
 func newLogger(level, format string) (*zap.Logger, error) {
@@ -158,10 +159,21 @@ func loops(n int) int {
 	return runtime.NumCPU()
 }
 
-// checkHost raises the open-files limit and warns once when the host
-// cannot carry the planned connections. Filled in with sysctl/.
+// checkHost raises the soft open-files limit to the hard one and warns,
+// once at start, when the host cannot carry -max-conns connections (see
+// sysctl/tune for the fixes).
 func checkHost(log *zap.Logger, maxConns, backendConns int) {
-	_ = log
-	_ = maxConns
-	_ = backendConns
+	soft, hard, err := sysctl.RaiseNoFile()
+	if err != nil {
+		log.Warn("could not raise the open-files limit", zap.Error(err))
+	} else {
+		log.Info("open-files limit", zap.Uint64("soft", soft), zap.Uint64("hard", hard))
+	}
+	conns := maxConns
+	if conns > 0 {
+		conns += backendConns
+	}
+	for _, w := range sysctl.Check(conns) {
+		log.Warn("host tuning: "+w, zap.String("fix", "sysctl/tune check --connections N"))
+	}
 }

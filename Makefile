@@ -1,0 +1,55 @@
+# wsbridge — make help lists the targets.
+GO        ?= go
+BIN       ?= bin
+FUZZTIME  ?= 10s
+BENCHTIME ?= 1s
+BENCHPKGS ?= ./protocol/ ./engine/ ./bridge/
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## build bin/wsbridge (static, no cgo) and bin/wsbench
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/...
+
+.PHONY: run
+run: ## run the bridge; with no BACKEND it starts the built-in demo echo backend
+	$(GO) run ./cmd/wsbridge -log-format console $(if $(BACKEND),-backend $(BACKEND),-demo) $(ARGS)
+
+.PHONY: test
+test: ## all tests with the race detector, in random order (what CI runs)
+	$(GO) test -race -shuffle=on -timeout 15m ./...
+
+.PHONY: test-short
+test-short: ## quick tests without the race detector
+	$(GO) test -short ./...
+
+.PHONY: bench
+bench: ## hot-path benchmarks with allocations (BENCHTIME=1s)
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(BENCHPKGS)
+
+.PHONY: benchcmp
+benchcmp: ## compare benchmarks of the work tree against main with benchstat
+	@command -v benchstat >/dev/null || $(GO) install golang.org/x/perf/cmd/benchstat@v0.0.0-20250106171221-62ad9bb6c3fe
+	@tmp=$$(mktemp -d); git worktree add -q $$tmp main && \
+	  (cd $$tmp && $(GO) test -run '^$$' -bench . -benchmem -count 6 $(BENCHPKGS) > $$tmp/old.txt) && \
+	  $(GO) test -run '^$$' -bench . -benchmem -count 6 $(BENCHPKGS) > $$tmp/new.txt && \
+	  benchstat $$tmp/old.txt $$tmp/new.txt; git worktree remove --force $$tmp
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME each (crashers land in testdata/)
+	$(GO) test -run '^$$' -fuzz '^FuzzDecoder$$' -fuzztime $(FUZZTIME) ./protocol/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) ./protocol/
+
+.PHONY: lint
+lint: ## gofmt, go vet and shellcheck
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	@if command -v shellcheck >/dev/null; then shellcheck $$(git ls-files '*.sh' sysctl/tune .ci/run); fi
+
+.PHONY: clean
+clean: ## remove build output
+	rm -rf $(BIN)
