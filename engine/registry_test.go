@@ -1,0 +1,160 @@
+package engine
+
+import (
+	"testing"
+)
+
+// fakeLoop returns a loop whose mailbox is read directly by the test.
+func fakeLoop() *loop { return &loop{woken: true} }
+
+func newTestConn(l *loop, id uint64, clientID string) *conn {
+	return &conn{l: l, id: id, clientID: clientID}
+}
+
+// takeTasks empties the loop's mailbox.
+func takeTasks(l *loop) []task {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ts := l.tasks
+	l.tasks = nil
+	return ts
+}
+
+func requireTasks(t *testing.T, l *loop, want ...taskKind) []task {
+	t.Helper()
+	ts := takeTasks(l)
+	if len(ts) != len(want) {
+		t.Fatalf("tasks: got %d (%v), want %v", len(ts), ts, want)
+	}
+	for i := range ts {
+		if ts[i].kind != want[i] {
+			t.Fatalf("task %d: got kind %d, want %d", i, ts[i].kind, want[i])
+		}
+	}
+	return ts
+}
+
+// The DESIGN §4 sequences, one per test, driven through the registry.
+
+func TestRegistrySequentialReconnect(t *testing.T) {
+	r, l := newRegistry(), fakeLoop()
+	a, b := newTestConn(l, 1, "x"), newTestConn(l, 2, "x")
+	if ok, rep := r.arrive(a); !ok || rep != 0 {
+		t.Fatalf("first arrival: got granted=%v replaces=%d, want true 0", ok, rep)
+	}
+	if r.accepted(a) != roleOwner {
+		t.Fatal("first connection must own the id")
+	}
+	r.ending(a) // a closes
+	if ok, _ := r.arrive(b); ok {
+		t.Fatal("b's GET must wait for a's DELETE")
+	}
+	requireTasks(t, l)
+	r.deleted(a)
+	ts := requireTasks(t, l, taskGrant)
+	if ts[0].c != b || ts[0].replaces != 0 {
+		t.Fatalf("grant: got conn %d replaces %d, want conn 2 replaces 0", ts[0].c.id, ts[0].replaces)
+	}
+	if r.accepted(b) != roleOwner {
+		t.Fatal("b must own the id")
+	}
+	if got := r.lookup([]byte("x")); got != b {
+		t.Fatal("push must find b")
+	}
+}
+
+func TestRegistryReplaceOpen(t *testing.T) {
+	r, l := newRegistry(), fakeLoop()
+	a, b := newTestConn(l, 1, "x"), newTestConn(l, 2, "x")
+	r.arrive(a)
+	r.accepted(a)
+	ok, rep := r.arrive(b)
+	if !ok || rep != 1 {
+		t.Fatalf("challenger: got granted=%v replaces=%d, want true 1", ok, rep)
+	}
+	if r.accepted(b) != roleTakeover {
+		t.Fatal("challenger must wait for the takeover")
+	}
+	ts := requireTasks(t, l, taskReplace)
+	if ts[0].c != a {
+		t.Fatal("replace must go to the old connection")
+	}
+	if got := r.lookup([]byte("x")); got != a {
+		t.Fatal("until the takeover, pushes go to the open old connection")
+	}
+	r.ending(a)
+	if got := r.lookup([]byte("x")); got != nil {
+		t.Fatal("a closing connection takes no pushes")
+	}
+	r.deleted(a)
+	ts = requireTasks(t, l, taskOpen)
+	if ts[0].c != b {
+		t.Fatal("open must go to the challenger")
+	}
+	if got := r.lookup([]byte("x")); got != b {
+		t.Fatal("after the takeover, pushes go to b")
+	}
+}
+
+func TestRegistryChallengerRefused(t *testing.T) {
+	r, l := newRegistry(), fakeLoop()
+	a, b, c := newTestConn(l, 1, "x"), newTestConn(l, 2, "x"), newTestConn(l, 3, "x")
+	r.arrive(a)
+	r.accepted(a)
+	r.arrive(b) // challenger
+	if ok, _ := r.arrive(c); ok {
+		t.Fatal("only one challenger at a time")
+	}
+	r.refused(b)
+	ts := requireTasks(t, l, taskGrant)
+	if ts[0].c != c || ts[0].replaces != 1 {
+		t.Fatal("the next waiter challenges the still-open owner")
+	}
+	if got := r.lookup([]byte("x")); got != a {
+		t.Fatal("a refused challenger leaves the owner in place")
+	}
+}
+
+func TestRegistryWaiterLeaves(t *testing.T) {
+	r, l := newRegistry(), fakeLoop()
+	a, b := newTestConn(l, 1, "x"), newTestConn(l, 2, "x")
+	r.arrive(a) // authorising
+	if ok, _ := r.arrive(b); ok {
+		t.Fatal("b must wait while a is authorising")
+	}
+	if !r.leave(b) {
+		t.Fatal("a held connection can leave")
+	}
+	r.refused(a)
+	requireTasks(t, l) // nobody left to grant
+	sh := r.shard("x")
+	if len(sh.m) != 0 {
+		t.Fatalf("slot not collected: %d left", len(sh.m))
+	}
+}
+
+func TestRegistryGrantedCannotLeave(t *testing.T) {
+	r, l := newRegistry(), fakeLoop()
+	a, b := newTestConn(l, 1, "x"), newTestConn(l, 2, "x")
+	r.arrive(a)
+	r.arrive(b)
+	r.refused(a) // b is granted; its task is in flight
+	requireTasks(t, l, taskGrant)
+	if r.leave(b) {
+		t.Fatal("a granted connection must answer its grant, not leave")
+	}
+}
+
+func TestRegistryOwnerDeletedWhileChallengerAuthorising(t *testing.T) {
+	r, l := newRegistry(), fakeLoop()
+	a, b := newTestConn(l, 1, "x"), newTestConn(l, 2, "x")
+	r.arrive(a)
+	r.accepted(a)
+	r.arrive(b) // GET with Replaces in flight
+	r.ending(a) // a leaves on its own
+	r.deleted(a)
+	requireTasks(t, l) // nothing to open yet: b's GET has not answered
+	if r.accepted(b) != roleOwner {
+		t.Fatal("b, promoted while authorising, opens at once")
+	}
+}
