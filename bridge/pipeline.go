@@ -9,8 +9,8 @@ package bridge
 // The zero value is an empty pipeline.
 type Pipeline struct {
 	head, tail *Call
-	n          int // queued calls, not counting the one in flight
-	bytes      int // request body bytes of queued calls
+	n          int32 // queued calls, not counting the one in flight
+	bytes      int32 // request body bytes of queued calls (bounded by the engine far below 2 GiB)
 	busy       bool
 }
 
@@ -29,7 +29,7 @@ func (p *Pipeline) Push(c *Call) (submitNow bool) {
 	}
 	p.tail = c
 	p.n++
-	p.bytes += len(c.Req.Body())
+	p.bytes += int32(len(c.Req.Body()))
 	return false
 }
 
@@ -47,7 +47,7 @@ func (p *Pipeline) Done() (next *Call) {
 	}
 	c.next = nil
 	p.n--
-	p.bytes -= len(c.Req.Body())
+	p.bytes -= int32(len(c.Req.Body()))
 	return c
 }
 
@@ -55,4 +55,4 @@ func (p *Pipeline) Done() (next *Call) {
 func (p *Pipeline) Idle() bool { return !p.busy }
 
 // Queued returns the number of waiting calls and their body bytes.
-func (p *Pipeline) Queued() (calls, bytes int) { return p.n, p.bytes }
+func (p *Pipeline) Queued() (calls, bytes int) { return int(p.n), int(p.bytes) }

@@ -98,7 +98,7 @@ func (c *conn) onAdmin(req *adminReq) {
 	switch req.kind {
 	case adminPush:
 		if c.gc.OutboundBuffered()+len(req.frame) > s.cfg.MaxOutbound {
-			c.closeWith(crSlowConsumer, CodeTryAgain, "slow consumer")
+			c.closeWith(crSlowConsumer, 0, "slow consumer")
 			req.status = fasthttp.StatusServiceUnavailable
 			return
 		}
@@ -113,7 +113,7 @@ func (c *conn) onAdmin(req *adminReq) {
 	case adminInfo:
 		remote := c.gc.RemoteAddr().String()
 		if len(s.cfg.TrustedProxies) > 0 {
-			if ip := s.clientIP(c.xff); ip != addrIP(c.gc.RemoteAddr()).String() {
+			if ip := s.clientIP(s2b(c.xff)); ip != addrIP(c.gc.RemoteAddr()).String() {
 				// Believed from a trusted proxy's X-Forwarded-For: no port.
 				remote = ip + ":0"
 				if strings.Contains(ip, ":") {
@@ -126,8 +126,8 @@ func (c *conn) onAdmin(req *adminReq) {
 			ConnectionID: string(s.appendConnID(nil, c.id)),
 			RemoteAddr:   remote,
 			ConnectedAt:  time.Unix(0, c.openedAt).UTC().Format(time.RFC3339),
-			MessagesIn:   c.msgsIn,
-			MessagesOut:  c.msgsOut,
+			MessagesIn:   uint64(c.msgsIn),
+			MessagesOut:  uint64(c.msgsOut),
 			BytesIn:      c.bytesIn,
 			BytesOut:     c.bytesOut,
 			LastSeen:     s.start.Add(time.Duration(c.lastRead) * s.cfg.Tick).UTC().Format(time.RFC3339),

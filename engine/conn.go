@@ -35,6 +35,8 @@ const (
 	fBroken                        // the decoder failed: inbound bytes are discarded
 	fEnded                         // end ran: the lifecycle is over at the backend
 	fDeleteSent                    // DELETE submitted
+	fTimer                         // in the loop's timing wheel
+	fListed                        // in the loop's open list
 )
 
 // handshake is what a connection needs only until it is open.
@@ -54,29 +56,27 @@ type conn struct {
 	l        *loop
 	id       uint64 // Wsbridge-Connection-Id sequence number
 	clientID string
-	xff      []byte // X-Forwarded-For value sent to the backend
+	xff      string // X-Forwarded-For value sent to the backend
 	hs       *handshake
 
-	phase       phase
-	flags       uint16
-	why         closeReason
-	closeCode   ws.StatusCode
-	closeReason string
+	phase phase
+	flags uint16
 
-	dec  protocol.Decoder
-	msg  *bridge.Call // message being assembled
+	dec protocol.Decoder
+	// call is the message being assembled while open, and the prepared
+	// DELETE once the lifecycle has ended (the two never overlap).
+	call *bridge.Call
 	pipe bridge.Pipeline
 
 	tnext, tprev *conn // timing wheel
 	twhen        int64
-	tset         bool
 	onext, oprev *conn // loop's open list
-	listed       bool
 
 	lastRead int64 // tick of the last inbound bytes
 	openedAt int64 // unix nanoseconds
 
-	msgsIn, msgsOut, bytesIn, bytesOut uint64
+	msgsIn, msgsOut   uint32
+	bytesIn, bytesOut uint64
 }
 
 // s2b returns the bytes of s without copying; the result must not be
@@ -84,7 +84,7 @@ type conn struct {
 func s2b(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 func (c *conn) ids() bridge.Ids {
-	return bridge.Ids{ClientID: s2b(c.clientID), ConnID: c.l.connID(c.id), XFF: c.xff}
+	return bridge.Ids{ClientID: s2b(c.clientID), ConnID: c.l.connID(c.id), XFF: s2b(c.xff)}
 }
 
 // connID formats id into the loop's scratch buffer; valid until the next
@@ -166,7 +166,7 @@ func (c *conn) readHandshake() gnet.Action {
 
 	c.id = s.nextID()
 	c.clientID = string(r.ClientID)
-	c.xff = s.forwardedFor(nil, c.gc.RemoteAddr(), r.XForwardedFor)
+	c.xff = string(s.forwardedFor(l.idbuf[:0], c.gc.RemoteAddr(), r.XForwardedFor))
 	hs := &handshake{}
 	copy(hs.key[:], r.Key)
 	if len(r.Protocols) > 0 {
@@ -352,7 +352,7 @@ func (c *conn) open() {
 	c.hs = nil
 	c.phase = phOpen
 	if c.gc == nil {
-		c.end(crClientGone, CodeGone, "")
+		c.end(crClientGone, closeCode(crClientGone), "")
 		return
 	}
 	c.openedAt = time.Now().UnixNano()
@@ -407,14 +407,14 @@ func (c *conn) readFrames() gnet.Action {
 			}
 			c.bytesIn += uint64(len(ev.Payload))
 			if ev.First {
-				c.msg = bridge.AcquireCall()
-				c.msg.Owner = c
-				s.backend.PreparePOST(c.msg, c.ids(), ev.OpCode == ws.OpBinary)
+				c.call = bridge.AcquireCall()
+				c.call.Owner = c
+				s.backend.PreparePOST(c.call, c.ids(), ev.OpCode == ws.OpBinary)
 			}
-			c.msg.Req.AppendBody(ev.Payload)
+			c.call.Req.AppendBody(ev.Payload)
 			if ev.Fin {
-				m := c.msg
-				c.msg = nil
+				m := c.call
+				c.call = nil
 				c.msgsIn++
 				s.metrics.messagesIn.Inc()
 				c.enqueue(m)
@@ -461,7 +461,7 @@ func (c *conn) enqueue(m *bridge.Call) {
 		return
 	}
 	if n, b := c.pipe.Queued(); n > maxQueuedMessages || int64(b) > maxQueuedFactor*s.cfg.MaxMessage {
-		c.closeWith(crOverload, CodeTryAgain, "too many messages waiting for the backend")
+		c.closeWith(crOverload, 0, "too many messages waiting for the backend")
 	}
 }
 
@@ -501,16 +501,19 @@ func (c *conn) sendFrame(op ws.OpCode, payload []byte) {
 
 func (c *conn) checkOutbound() {
 	if c.gc != nil && c.phase == phOpen && c.gc.OutboundBuffered() > c.l.srv.cfg.MaxOutbound {
-		c.closeWith(crSlowConsumer, CodeTryAgain, "slow consumer")
+		c.closeWith(crSlowConsumer, 0, "slow consumer")
 	}
 }
 
 // closeWith starts a bridge-initiated close: close frame, end of the
 // lifecycle (DELETE once the queue is empty), then the socket after the
-// client's close reply or the close timeout.
+// client's close reply or the close timeout. code 0 means closeCode(why).
 func (c *conn) closeWith(why closeReason, code ws.StatusCode, reason string) {
 	if c.phase != phOpen {
 		return
+	}
+	if code == 0 {
+		code = closeCode(why)
 	}
 	c.flags |= fCloseSent
 	c.end(why, code, reason)
@@ -540,10 +543,14 @@ func (c *conn) end(why closeReason, code ws.StatusCode, reason string) {
 		s.metrics.closed[why].Inc()
 	}
 	c.phase = phClosing
-	c.why, c.closeCode, c.closeReason = why, code, reason
-	if c.msg != nil {
-		bridge.ReleaseCall(c.msg)
-		c.msg = nil
+	if c.call != nil { // a partial message: dropped
+		bridge.ReleaseCall(c.call)
+		c.call = nil
+	}
+	if c.flags&fAccepted != 0 {
+		c.call = bridge.AcquireCall()
+		c.call.Owner = c
+		s.backend.PrepareDELETE(c.call, c.ids(), int(code), reason)
 	}
 	c.uncount()
 	if c.flags&fAccepted != 0 {
@@ -557,9 +564,8 @@ func (c *conn) maybeDelete() {
 		return
 	}
 	c.flags |= fDeleteSent
-	call := bridge.AcquireCall()
-	call.Owner = c
-	c.l.srv.backend.PrepareDELETE(call, c.ids(), int(c.closeCode), c.closeReason)
+	call := c.call
+	c.call = nil
 	c.l.srv.backend.Submit(call)
 }
 
@@ -582,7 +588,7 @@ func (c *conn) onClose() {
 		}
 		// Otherwise a grant is on its way; onGrant gives the slot back.
 	case phOpen:
-		c.end(crClientGone, CodeGone, "")
+		c.end(crClientGone, closeCode(crClientGone), "")
 	}
 	// phAuthorising and phTakeover wait for their GET or taskOpen, which
 	// see fTCPGone; phClosing is already on its way to the DELETE.
@@ -616,7 +622,7 @@ func (c *conn) onTimer() {
 func (c *conn) heartbeat() {
 	l, s := c.l, c.l.srv
 	if c.flags&fPingSent != 0 {
-		c.closeWith(crHeartbeat, CodeHeartbeat, "heartbeat timeout")
+		c.closeWith(crHeartbeat, 0, "heartbeat timeout")
 		return
 	}
 	if l.now-c.lastRead < s.pingTicks {

@@ -96,7 +96,7 @@ func (l *loop) run(t *task) {
 		c.onGrant(t.replaces)
 	case taskReplace:
 		if c.phase == phOpen {
-			c.closeWith(crReplaced, CodeReplaced, "replaced by a newer connection")
+			c.closeWith(crReplaced, 0, "replaced by a newer connection")
 		}
 	case taskOpen:
 		if c.phase == phTakeover {
@@ -143,11 +143,11 @@ func (w *wheel) schedule(c *conn, at int64) {
 		(*s).tprev = c
 	}
 	*s = c
-	c.tset = true
+	c.flags |= fTimer
 }
 
 func (w *wheel) remove(c *conn) {
-	if !c.tset {
+	if c.flags&fTimer == 0 {
 		return
 	}
 	if c.tprev != nil {
@@ -158,7 +158,8 @@ func (w *wheel) remove(c *conn) {
 	if c.tnext != nil {
 		c.tnext.tprev = c.tprev
 	}
-	c.tnext, c.tprev, c.tset = nil, nil, false
+	c.tnext, c.tprev = nil, nil
+	c.flags &^= fTimer
 }
 
 // advance fires every timer due up to now. fire may reschedule its own
@@ -189,12 +190,12 @@ func (l *connList) push(c *conn) {
 		l.head.oprev = c
 	}
 	l.head = c
-	c.listed = true
+	c.flags |= fListed
 	l.n++
 }
 
 func (l *connList) remove(c *conn) {
-	if !c.listed {
+	if c.flags&fListed == 0 {
 		return
 	}
 	if c.oprev != nil {
@@ -205,6 +206,7 @@ func (l *connList) remove(c *conn) {
 	if c.onext != nil {
 		c.onext.oprev = c.oprev
 	}
-	c.onext, c.oprev, c.listed = nil, nil, false
+	c.onext, c.oprev = nil, nil
+	c.flags &^= fListed
 	l.n--
 }

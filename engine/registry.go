@@ -27,14 +27,14 @@ type regShard struct {
 type slot struct {
 	// owner holds the ClientId at the backend, from its GET until its
 	// DELETE is answered (or its GET refused).
-	owner       *conn
-	ownerOpen   bool // owner's GET said ok
-	ownerEnding bool // owner is closing; its DELETE is owed
-	// challenger's GET replaces an open owner; challengerOK once it said ok.
-	challenger   *conn
-	challengerOK bool
+	owner *conn
+	// challenger's GET replaces an open owner.
+	challenger *conn
 	// waiters hold their GET until the slot frees, in arrival order.
-	waiters []*conn
+	waiters      []*conn
+	ownerOpen    bool // owner's GET said ok
+	ownerEnding  bool // owner is closing; its DELETE is owed
+	challengerOK bool // challenger's GET said ok
 }
 
 func newRegistry() *registry {

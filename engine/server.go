@@ -426,7 +426,7 @@ func (l *loop) drainStep() {
 		c := l.open.head
 		// Suggest a short, jittered reconnect delay: by now a new process
 		// (or another node) takes the connections.
-		c.closeWith(crDrain, CodeRestart, drainReasons[mrand.IntN(len(drainReasons))])
+		c.closeWith(crDrain, 0, drainReasons[mrand.IntN(len(drainReasons))])
 	}
 }
 

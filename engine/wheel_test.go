@@ -55,7 +55,7 @@ func TestWheelRescheduleFromFire(t *testing.T) {
 	if n != 5 {
 		t.Fatalf("re-armed timer fired %d times in 50 ticks, want 5", n)
 	}
-	if !c.tset {
+	if c.flags&fTimer == 0 {
 		t.Fatal("timer not armed after advance")
 	}
 }
