@@ -1,0 +1,85 @@
+package main
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestOptionsDefaults(t *testing.T) {
+	o, err := parseOptions(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireEqual(t, "listen", o.engine.Listen, ":7001")
+	requireEqual(t, "backend", o.backend, "http://127.0.0.1:8000/")
+	requireEqual(t, "admin", o.admin, "127.0.0.1:7002")
+	requireEqual(t, "backend-max-conns", o.backendMaxConns, 1024)
+	requireEqual(t, "backend-timeout", o.backendTimeout, 60*time.Second)
+	requireEqual(t, "max-message", o.engine.MaxMessage, int64(1<<20))
+	requireEqual(t, "ping-interval", o.engine.PingInterval, 30*time.Second)
+	requireEqual(t, "pong-timeout", o.engine.PongTimeout, 10*time.Second)
+	requireEqual(t, "handshake-timeout", o.engine.HandshakeTimeout, 10*time.Second)
+	requireEqual(t, "drain-timeout", o.engine.DrainTimeout, 30*time.Second)
+	requireEqual(t, "log-format", o.logFormat, "json")
+}
+
+// Environment first, flags win.
+func TestOptionsEnvAndFlags(t *testing.T) {
+	env := []string{
+		"WSBRIDGE_MAX_CONNS=5000",
+		"WSBRIDGE_MAX_MESSAGE=64KiB",
+		"WSBRIDGE_LISTEN=:9000",
+		"WSBRIDGE_REUSEPORT=true",
+		"WSBRIDGE_ALLOW_ORIGIN=https://A.example.com, http://localhost:3000",
+		"WSBRIDGE_TRUSTED_PROXIES=10.0.0.0/8,192.168.1.7",
+		"UNRELATED=1",
+	}
+	o, err := parseOptions([]string{"-listen", ":9100", "-ping-interval", "0"}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireEqual(t, "max-conns from env", o.engine.MaxConns, 5000)
+	requireEqual(t, "max-message with unit", o.engine.MaxMessage, int64(64<<10))
+	requireEqual(t, "flag beats env", o.engine.Listen, ":9100")
+	requireEqual(t, "reuseport", o.engine.ReusePort, true)
+	requireEqual(t, "ping disabled", o.engine.PingInterval, time.Duration(0))
+	requireEqual(t, "origins", strings.Join(o.engine.AllowOrigins, " "), "https://a.example.com http://localhost:3000")
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.7/32")}
+	requireEqual(t, "proxies", len(o.engine.TrustedProxies), 2)
+	for i := range want {
+		requireEqual(t, "proxy", o.engine.TrustedProxies[i], want[i])
+	}
+	requireEqual(t, "hold timeout follows backend-timeout", o.engine.HoldTimeout, 60*time.Second)
+}
+
+func TestOptionsErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  []string
+		want string
+	}{
+		{[]string{"-max-message", "lots"}, nil, "invalid size"},
+		{nil, []string{"WSBRIDGE_MAX_CONNS=many"}, "WSBRIDGE_MAX_CONNS"},
+		{[]string{"-trusted-proxies", "not-a-cidr"}, nil, "-trusted-proxies"},
+		{[]string{"-backend-max-conns", "0"}, nil, "-backend-max-conns"},
+		{[]string{"-log-format", "xml"}, nil, "-log-format"},
+		{[]string{"-nonsense"}, nil, "not defined"},
+		{[]string{"stray"}, nil, "unexpected arguments"},
+	} {
+		_, err := parseOptions(tc.args, tc.env)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v %v: got error %v, want one mentioning %q", tc.args, tc.env, err, tc.want)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"1024": 1024, "4KiB": 4 << 10, "2 MiB": 2 << 20, "1g": 1 << 30, "10b": 10} {
+		got, err := parseSize(in)
+		if err != nil || got != want {
+			t.Errorf("parseSize(%q): got %d, %v, want %d", in, got, err, want)
+		}
+	}
+}
