@@ -39,6 +39,10 @@ benchcmp: ## compare benchmarks of the work tree against main with benchstat
 	  $(GO) test -run '^$$' -bench . -benchmem -count 6 $(BENCHPKGS) > $$tmp/new.txt && \
 	  benchstat $$tmp/old.txt $$tmp/new.txt; git worktree remove --force $$tmp
 
+.PHONY: density
+density: build ## bridge RSS/heap per idle connection and msgs per bridge CPU-second (N=15000 C=200 D=10s)
+	$(BIN)/wsbench density -conns $(or $(N),15000) -bridge $(BIN)/wsbridge -tconns $(or $(C),200) -duration $(or $(D),10s)
+
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (crashers land in testdata/)
 	$(GO) test -run '^$$' -fuzz '^FuzzDecoder$$' -fuzztime $(FUZZTIME) ./protocol/

@@ -151,7 +151,7 @@ func (c *conn) readHandshake() gnet.Action {
 	if !s.originAllowed(r.Origin) {
 		return c.refuse(rrOrigin, 403, "origin not allowed\n")
 	}
-	if s.draining.Load() {
+	if s.refuseUpgrades.Load() {
 		return c.refuse(rrDraining, 503, "shutting down, retry shortly\n")
 	}
 	if s.cfg.MaxConns > 0 && s.wsConns.Load() >= int64(s.cfg.MaxConns) {

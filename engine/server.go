@@ -98,6 +98,7 @@ type Server struct {
 	tcpConns                                        atomic.Int64 // sockets held, for FDBudget
 	wsConns                                         atomic.Int64 // authorising or open, for MaxConns
 	draining                                        atomic.Bool
+	refuseUpgrades                                  atomic.Bool  // draining and the socket-level stop failed
 	drainFrom, drainTill                            atomic.Int64 // ticks
 	origins                                         [][]byte
 	retryValues                                     [][]byte
@@ -190,6 +191,9 @@ func (s *Server) Start() error {
 	opts := []gnet.Option{
 		gnet.WithMulticore(true),
 		gnet.WithReusePort(s.cfg.ReusePort),
+		// SO_REUSEADDR, as net.Listen sets it: a restarted bridge binds its
+		// port at once despite the old connections in TIME_WAIT.
+		gnet.WithReuseAddr(true),
 		gnet.WithLogger(s.log.Named("gnet").Sugar()),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 	}
@@ -380,6 +384,7 @@ var ErrDrainTimeout = errors.New("engine: drain did not finish in time")
 // when everything is sent or ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	if !s.draining.Swap(true) {
+		s.stopListening()
 		now := s.tick()
 		s.drainFrom.Store(now)
 		// Close everyone within 80% of the window, keeping the rest for
@@ -401,6 +406,27 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.stop()
 	return err
+}
+
+// stopListening stops taking new connections at the socket level (see
+// stopAccepting), so that with -reuseport a new process gets them all.
+// Connections accepted before are still served, and drained. Where that
+// fails, upgrades during the drain get 503 instead.
+func (s *Server) stopListening() {
+	_, portStr, err := net.SplitHostPort(s.addr)
+	port, err2 := strconv.Atoi(portStr)
+	if err != nil || err2 != nil {
+		s.refuseUpgrades.Store(true)
+		s.log.Warn("draining: cannot tell the listener's port; refusing upgrades with 503 instead", zap.String("addr", s.addr))
+		return
+	}
+	n, err := stopAccepting(port, s.cfg.ReusePort)
+	if err != nil {
+		s.refuseUpgrades.Store(true)
+		s.log.Warn("draining: could not stop the listener; refusing upgrades with 503 instead", zap.Error(err))
+		return
+	}
+	s.log.Info("draining: listener stopped", zap.Int("sockets", n), zap.Bool("reuseport", s.cfg.ReusePort))
 }
 
 // Stop stops the engine at once, without draining.
