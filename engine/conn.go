@@ -37,6 +37,7 @@ const (
 	fDeleteSent                    // DELETE submitted
 	fTimer                         // in the loop's timing wheel
 	fListed                        // in the loop's open list
+	fPending                       // counted in Server.pending (held, authorising or takeover)
 )
 
 // handshake is what a connection needs only until it is open.
@@ -111,7 +112,12 @@ func (c *conn) write(b []byte) {
 // onTraffic handles readable bytes (gnet.EventHandler.OnTraffic).
 func (c *conn) onTraffic() gnet.Action {
 	c.lastRead = c.l.now
-	c.flags &^= fPingSent
+	if c.flags&fPingSent != 0 {
+		// Alive: the next ping is due a whole interval from now, not when
+		// the pong timeout would have expired.
+		c.flags &^= fPingSent
+		c.l.wheel.schedule(c, c.l.now+c.l.srv.pingTicks)
+	}
 	switch c.phase {
 	case phHandshake:
 		return c.readHandshake()
@@ -160,6 +166,9 @@ func (c *conn) readHandshake() gnet.Action {
 	if !s.admit() {
 		return c.refuse(rrAdmission, 503, "too many new connections, retry shortly\n")
 	}
+	if s.cfg.MaxPending > 0 && s.pending.Load() >= int64(s.cfg.MaxPending) {
+		return c.refuse(rrAdmission, 503, "too many upgrades waiting for the backend, retry shortly\n")
+	}
 	if s.backend.Shedding() {
 		return c.refuse(rrCircuitOpen, 503, "backend unavailable, retry shortly\n")
 	}
@@ -180,8 +189,9 @@ func (c *conn) readHandshake() gnet.Action {
 	}
 	hs.get = call
 	c.hs = hs
-	c.flags |= fCounted
+	c.flags |= fCounted | fPending
 	s.wsConns.Add(1)
+	s.pending.Add(1)
 	c.phase = phHeld
 	l.wheel.remove(c)
 	if granted, replaces := s.reg.arrive(c); granted {
@@ -253,9 +263,18 @@ func (c *conn) onGrant(replaces uint64) {
 }
 
 func (c *conn) uncount() {
+	c.unpend()
 	if c.flags&fCounted != 0 {
 		c.flags &^= fCounted
 		c.l.srv.wsConns.Add(-1)
+	}
+}
+
+// unpend ends the connection's time as a pending upgrade.
+func (c *conn) unpend() {
+	if c.flags&fPending != 0 {
+		c.flags &^= fPending
+		c.l.srv.pending.Add(-1)
 	}
 }
 
@@ -351,6 +370,7 @@ func (c *conn) open() {
 	hs := c.hs
 	c.hs = nil
 	c.phase = phOpen
+	c.unpend()
 	if c.gc == nil {
 		c.end(crClientGone, closeCode(crClientGone), "")
 		return

@@ -40,6 +40,7 @@ type Config struct {
 	CloseTimeout     time.Duration // how long to wait for the client's close reply
 	AcceptRate       float64       // upgrades per second admitted; 0 = no limit
 	AcceptBurst      int
+	MaxPending       int // upgrades held or waiting for the backend's GET; more get 503; 0 = no limit
 	DrainTimeout     time.Duration
 	AllowOrigins     []string       // empty = any
 	TrustedProxies   []netip.Prefix // peers whose X-Forwarded-For is believed
@@ -97,6 +98,7 @@ type Server struct {
 	idSeq                                           atomic.Uint64
 	tcpConns                                        atomic.Int64 // sockets held, for FDBudget
 	wsConns                                         atomic.Int64 // authorising or open, for MaxConns
+	pending                                         atomic.Int64 // held, authorising or takeover, for MaxPending
 	draining                                        atomic.Bool
 	refuseUpgrades                                  atomic.Bool  // draining and the socket-level stop failed
 	drainFrom, drainTill                            atomic.Int64 // ticks

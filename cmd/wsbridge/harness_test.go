@@ -373,3 +373,7 @@ func ctxT(t testing.TB) context.Context {
 }
 
 var _ = bytes.Equal
+
+func writeExec(path, content string) error {
+	return os.WriteFile(path, []byte(content), 0o755)
+}

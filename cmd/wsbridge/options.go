@@ -96,6 +96,8 @@ func parseOptions(args, env []string) (*options, error) {
 	fs.DurationVar(&e.HandshakeTimeout, "handshake-timeout", 10*time.Second, "close clients that have not sent a whole upgrade request by then")
 	fs.Float64Var(&e.AcceptRate, "accept-rate", 0, "upgrades per second admitted before the backend is asked (0 = off)")
 	fs.IntVar(&e.AcceptBurst, "accept-burst", 0, "upgrades admitted at once above -accept-rate (0 = one second's worth)")
+	maxPending := -1
+	fs.IntVar(&maxPending, "max-pending-upgrades", -1, "upgrades waiting for the backend's GET at once; more get 503 with Retry-After (-1 = half of -backend-max-conns, 0 = no limit)")
 	fs.DurationVar(&e.DrainTimeout, "drain-timeout", 30*time.Second, "graceful shutdown window on SIGTERM")
 	fs.BoolVar(&e.ReusePort, "reuseport", false, "SO_REUSEPORT: zero-downtime restarts and several processes on one port")
 	fs.IntVar(&e.Loops, "loops", 0, "event loops (0 = one per CPU)")
@@ -131,6 +133,12 @@ func parseOptions(args, env []string) (*options, error) {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
 	}
 	e.MaxOutbound = int(maxOutbound)
+	// By default a reconnect storm may use half the backend's sockets for
+	// GETs; the other half keeps serving the messages of connected clients.
+	e.MaxPending = maxPending
+	if maxPending < 0 {
+		e.MaxPending = max(1, o.backendMaxConns/2)
+	}
 	e.HoldTimeout = o.backendTimeout
 	for _, s := range splitList(origins) {
 		e.AllowOrigins = append(e.AllowOrigins, strings.ToLower(s))
