@@ -38,15 +38,17 @@ const (
 	fTimer                         // in the loop's timing wheel
 	fListed                        // in the loop's open list
 	fPending                       // counted in Server.pending (held, authorising or takeover)
+	fIntakeOver                    // no more messages: the client's close came, or the socket is gone
 )
 
-// handshake is what a connection needs only until it is open.
-type handshake struct {
-	key       [24]byte     // Sec-WebSocket-Key (base64 of 16 bytes)
-	offered   string       // Sec-WebSocket-Protocol offered by the client
-	chosen    string       // protocol the backend picked, if offered
-	get       *bridge.Call // the GET, until submitted
-	refuseWhy refuseReason
+// side is what a connection needs only at the start of its life (until it
+// is open) or at the end (while closing); an open connection has none.
+type side struct {
+	key     [24]byte     // Sec-WebSocket-Key (base64 of 16 bytes)
+	offered string       // Sec-WebSocket-Protocol offered by the client
+	chosen  string       // protocol the backend picked, if offered
+	get     *bridge.Call // the GET, until submitted
+	del     *bridge.Call // the DELETE, prepared when the close starts
 }
 
 // conn is one client connection. All fields belong to the connection's
@@ -58,15 +60,13 @@ type conn struct {
 	id       uint64 // Wsbridge-Connection-Id sequence number
 	clientID string
 	xff      string // X-Forwarded-For value sent to the backend
-	hs       *handshake
+	side     *side
 
 	phase phase
 	flags uint16
 
-	dec protocol.Decoder
-	// call is the message being assembled while open, and the prepared
-	// DELETE once the lifecycle has ended (the two never overlap).
-	call *bridge.Call
+	dec  protocol.Decoder
+	call *bridge.Call // the message being assembled
 	pipe bridge.Pipeline
 
 	tnext, tprev *conn // timing wheel
@@ -176,7 +176,7 @@ func (c *conn) readHandshake() gnet.Action {
 	c.id = s.nextID()
 	c.clientID = string(r.ClientID)
 	c.xff = string(s.forwardedFor(l.idbuf[:0], c.gc.RemoteAddr(), r.XForwardedFor))
-	hs := &handshake{}
+	hs := &side{}
 	copy(hs.key[:], r.Key)
 	if len(r.Protocols) > 0 {
 		hs.offered = string(r.Protocols)
@@ -188,7 +188,7 @@ func (c *conn) readHandshake() gnet.Action {
 		call.Req.Header.AddBytesKV(r.Forward[i].Name, r.Forward[i].Value)
 	}
 	hs.get = call
-	c.hs = hs
+	c.side = hs
 	c.flags |= fCounted | fPending
 	s.wsConns.Add(1)
 	s.pending.Add(1)
@@ -232,8 +232,8 @@ func (c *conn) refuse(why refuseReason, status int, body string) gnet.Action {
 func (c *conn) startGET(replaces uint64) {
 	c.phase = phAuthorising
 	c.l.wheel.remove(c)
-	call := c.hs.get
-	c.hs.get = nil
+	call := c.side.get
+	c.side.get = nil
 	if replaces != 0 {
 		call.Req.Header.SetCanonical(hdrReplaces, c.l.connID(replaces))
 	}
@@ -250,9 +250,9 @@ func (c *conn) onGrant(replaces uint64) {
 	}
 	// The client left while held (or its hold timed out as the grant
 	// came): give the slot back without asking the backend.
-	if c.hs != nil && c.hs.get != nil {
-		bridge.ReleaseCall(c.hs.get)
-		c.hs.get = nil
+	if c.side != nil && c.side.get != nil {
+		bridge.ReleaseCall(c.side.get)
+		c.side.get = nil
 	}
 	c.uncount()
 	c.l.srv.reg.refused(c)
@@ -303,8 +303,8 @@ func (c *conn) onGET(call *bridge.Call) {
 	s := c.l.srv
 	if call.Outcome == bridge.OutcomeOK {
 		c.flags |= fAccepted
-		if p := call.Resp.Header.PeekBytes(hdrProtocol); len(p) > 0 && protocol.ProtocolOffered(s2b(c.hs.offered), p) {
-			c.hs.chosen = string(p)
+		if p := call.Resp.Header.PeekBytes(hdrProtocol); len(p) > 0 && protocol.ProtocolOffered(s2b(c.side.offered), p) {
+			c.side.chosen = string(p)
 		}
 		if s.reg.accepted(c) == roleOwner {
 			c.open()
@@ -367,12 +367,13 @@ func (c *conn) respondRefusal(why refuseReason, status int, ctype []byte, text s
 // open sends the 101 and starts the message flow.
 func (c *conn) open() {
 	l, s := c.l, c.l.srv
-	hs := c.hs
-	c.hs = nil
+	hs := c.side
+	c.side = nil
 	c.phase = phOpen
 	c.unpend()
 	if c.gc == nil {
 		c.end(crClientGone, closeCode(crClientGone), "")
+		c.endIntake()
 		return
 	}
 	c.openedAt = time.Now().UnixNano()
@@ -413,6 +414,7 @@ func (c *conn) readFrames() gnet.Action {
 				code = ce.Code
 			}
 			c.closeWith(closeReasonFor(code), code, err.Error())
+			c.endIntake()
 			return gnet.None
 		}
 		switch ev.Kind {
@@ -422,7 +424,9 @@ func (c *conn) readFrames() gnet.Action {
 				return gnet.None
 			}
 		case protocol.EventData:
-			if c.phase != phOpen {
+			// After a close of ours the client may still send what it
+			// sent before it saw the close: those messages are POSTed too.
+			if c.flags&fIntakeOver != 0 || c.phase != phOpen && c.phase != phClosing {
 				continue
 			}
 			c.bytesIn += uint64(len(ev.Payload))
@@ -454,6 +458,7 @@ func (c *conn) readFrames() gnet.Action {
 				c.end(crClientClose, ev.Code, string(ev.Reason))
 				c.write(protocol.AppendClose(l.wbuf[:0], echo, ""))
 			}
+			c.endIntake()
 			if c.gc != nil {
 				_, _ = c.gc.Discard(-1)
 			}
@@ -481,6 +486,11 @@ func (c *conn) enqueue(m *bridge.Call) {
 		return
 	}
 	if n, b := c.pipe.Queued(); n > maxQueuedMessages || int64(b) > maxQueuedFactor*s.cfg.MaxMessage {
+		if c.phase == phClosing {
+			// Already closing: take nothing more.
+			c.endIntake()
+			return
+		}
 		c.closeWith(crOverload, 0, "too many messages waiting for the backend")
 	}
 }
@@ -525,9 +535,10 @@ func (c *conn) checkOutbound() {
 	}
 }
 
-// closeWith starts a bridge-initiated close: close frame, end of the
-// lifecycle (DELETE once the queue is empty), then the socket after the
-// client's close reply or the close timeout. code 0 means closeCode(why).
+// closeWith starts a bridge-initiated close: the close frame, then the
+// socket after the client's close reply or the close timeout. Messages the
+// client sent before it saw the close are still POSTed; the DELETE follows
+// them. code 0 means closeCode(why).
 func (c *conn) closeWith(why closeReason, code ws.StatusCode, reason string) {
 	if c.phase != phOpen {
 		return
@@ -537,6 +548,12 @@ func (c *conn) closeWith(why closeReason, code ws.StatusCode, reason string) {
 	}
 	c.flags |= fCloseSent
 	c.end(why, code, reason)
+	switch why {
+	case crHeartbeat, crReplaced:
+		// A dead client will not answer, and a newcomer waits for this
+		// DELETE: the lifecycle ends now.
+		c.endIntake()
+	}
 	c.write(protocol.AppendClose(c.l.wbuf[:0], code, reason))
 	if c.gc == nil {
 		return
@@ -549,8 +566,9 @@ func (c *conn) closeWith(why closeReason, code ws.StatusCode, reason string) {
 	c.l.wheel.schedule(c, c.l.now+c.l.srv.closeTicks)
 }
 
-// end closes the connection's lifecycle at the backend: no more messages
-// are taken, the queue is sent, then the DELETE with code and reason.
+// end starts the end of the connection's lifecycle at the backend: the
+// code and reason of the close are fixed, pushes and newcomers see it
+// closing; once the intake has ended and the queue is sent, the DELETE.
 func (c *conn) end(why closeReason, code ws.StatusCode, reason string) {
 	if c.flags&fEnded != 0 {
 		return
@@ -563,34 +581,47 @@ func (c *conn) end(why closeReason, code ws.StatusCode, reason string) {
 		s.metrics.closed[why].Inc()
 	}
 	c.phase = phClosing
-	if c.call != nil { // a partial message: dropped
+	if c.flags&fAccepted == 0 {
+		c.uncount()
+		return
+	}
+	del := bridge.AcquireCall()
+	del.Owner = c
+	s.backend.PrepareDELETE(del, c.ids(), int(code), reason)
+	c.side = &side{del: del}
+	s.reg.ending(c)
+	c.maybeDelete()
+}
+
+// endIntake records that no more messages will come (the client's close
+// arrived, the socket is gone, or the decoder failed): a partial message is
+// dropped and the DELETE may go once the queue is sent.
+func (c *conn) endIntake() {
+	if c.flags&fIntakeOver != 0 {
+		return
+	}
+	c.flags |= fIntakeOver
+	if c.call != nil {
 		bridge.ReleaseCall(c.call)
 		c.call = nil
-	}
-	if c.flags&fAccepted != 0 {
-		c.call = bridge.AcquireCall()
-		c.call.Owner = c
-		s.backend.PrepareDELETE(c.call, c.ids(), int(code), reason)
-	}
-	c.uncount()
-	if c.flags&fAccepted != 0 {
-		s.reg.ending(c)
 	}
 	c.maybeDelete()
 }
 
 func (c *conn) maybeDelete() {
-	if c.flags&(fAccepted|fEnded|fDeleteSent) != fAccepted|fEnded || !c.pipe.Idle() {
+	const ready = fAccepted | fEnded | fIntakeOver
+	if c.flags&(ready|fDeleteSent) != ready || !c.pipe.Idle() {
 		return
 	}
 	c.flags |= fDeleteSent
-	call := c.call
-	c.call = nil
+	call := c.side.del
+	c.side = nil
 	c.l.srv.backend.Submit(call)
 }
 
 func (c *conn) onDELETE(call *bridge.Call) {
 	bridge.ReleaseCall(call)
+	c.uncount()
 	c.l.srv.reg.deleted(c)
 }
 
@@ -602,16 +633,17 @@ func (c *conn) onClose() {
 	switch c.phase {
 	case phHeld:
 		if c.l.srv.reg.leave(c) {
-			bridge.ReleaseCall(c.hs.get)
-			c.hs = nil
+			bridge.ReleaseCall(c.side.get)
+			c.side = nil
 			c.uncount()
 		}
 		// Otherwise a grant is on its way; onGrant gives the slot back.
 	case phOpen:
 		c.end(crClientGone, closeCode(crClientGone), "")
 	}
-	// phAuthorising and phTakeover wait for their GET or taskOpen, which
-	// see fTCPGone; phClosing is already on its way to the DELETE.
+	// Nothing more can come in. phAuthorising and phTakeover still wait
+	// for their GET or taskOpen, which see fTCPGone.
+	c.endIntake()
 }
 
 // onTimer runs when the connection's timer fires.
@@ -625,8 +657,8 @@ func (c *conn) onTimer() {
 		l.closeConn(c)
 	case phHeld:
 		if s.reg.leave(c) {
-			bridge.ReleaseCall(c.hs.get)
-			c.hs = nil
+			bridge.ReleaseCall(c.side.get)
+			c.side = nil
 			c.uncount()
 			c.phase = phClosing
 			c.respondRefusal(rrHoldTimeout, 503, nil, "previous connection still closing, retry shortly\n", nil)

@@ -3,11 +3,10 @@
 package engine
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,26 +16,132 @@ import (
 
 // gnet has no way to stop accepting while its connections live on, and it
 // stops the whole engine on any accept(2) error, so closing or shutting
-// down its listener under it would kill every connection. stopAccepting
-// therefore works on the sockets themselves:
+// down its listener under it would kill every connection. The engine
+// therefore works on the sockets themselves: at start it notes the
+// listening sockets on its port and the epoll instances of the process
+// (findSockets), and when the drain begins stopAccepting
 //
-//  1. With -reuseport, it first attaches a one-instruction classic BPF
-//     program to the port's SO_REUSEPORT group that hands every new
-//     connection to the first socket after this process's own (the next
-//     process started with -reuseport), waits for this process's accept
-//     queues to empty, and detaches the program.
-//  2. It removes each listener from every epoll instance of the process
-//     (found through /proc/self/fdinfo), so gnet never sees it again.
-//  3. It shuts the listeners down (shutdown(SHUT_RD) on a listening socket
-//     stops listening and leaves the SO_REUSEPORT group), so the kernel
-//     sends new connections to the other processes on the port, or refuses
-//     them when there are none.
+//  1. with -reuseport, attaches a one-instruction classic BPF program to
+//     the port's SO_REUSEPORT group that hands every new connection to the
+//     first socket after this process's own (the next process started with
+//     -reuseport) and waits for this process's accept queues to empty;
+//  2. removes each listener from every epoll instance, so gnet never sees
+//     it again;
+//  3. detaches the program and shuts the listeners down (shutdown(SHUT_RD)
+//     on a listening socket stops listening and leaves the SO_REUSEPORT
+//     group), so the kernel sends new connections to the other processes on
+//     the port, or refuses them when there are none.
 //
 // gnet keeps the file descriptors and closes them when it stops.
-func stopAccepting(port int, reusePort bool) (int, error) {
-	fds, err := listenerFDs(port)
+
+// sockets are the listening sockets and epoll instances found at start.
+type sockets struct {
+	listeners []int
+	epolls    []int       // the epoll instances that watch a listener
+	watchers  map[int]int // listener → how many epoll instances watch it
+}
+
+// findSockets waits until each of the engine's listeners on port is
+// watched by an epoll instance (gnet creates its loops after OnBoot), and
+// notes the listeners and those instances.
+func findSockets(port, wantListeners int) (sockets, error) {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		s, err := scanSockets(port)
+		if err != nil {
+			return s, err
+		}
+		if len(s.listeners) >= wantListeners && s.watched() || time.Now().After(deadline) {
+			if len(s.listeners) == 0 {
+				return s, fmt.Errorf("engine: no listening socket on port %d", port)
+			}
+			return s, nil
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// watched reports whether every listener is in one of the epoll instances.
+func (s *sockets) watched() bool {
+	for _, fd := range s.listeners {
+		if s.watchers[fd] == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func scanSockets(port int) (sockets, error) {
+	s := sockets{watchers: map[int]int{}}
+	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
-		return 0, err
+		return s, fmt.Errorf("engine: list fds: %w", err)
+	}
+	var epolls []int
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		link, err := os.Readlink("/proc/self/fd/" + e.Name())
+		switch {
+		case err != nil:
+		case link == "anon_inode:[eventpoll]":
+			epolls = append(epolls, fd)
+		case strings.HasPrefix(link, "socket:") && isListener(fd, port):
+			s.listeners = append(s.listeners, fd)
+		}
+	}
+	// Keep the epoll instances that watch a listener ("tfd: N" lines).
+	for _, ep := range epolls {
+		info, err := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(ep))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(info), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 || f[0] != "tfd:" {
+				continue
+			}
+			tfd, _ := strconv.Atoi(f[1])
+			if slices.Contains(s.listeners, tfd) {
+				s.watchers[tfd]++
+				if !slices.Contains(s.epolls, ep) {
+					s.epolls = append(s.epolls, ep)
+				}
+			}
+		}
+	}
+	return s, nil
+}
+
+// isListener reports whether fd is a listening TCP socket on port.
+func isListener(fd, port int) bool {
+	if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || v != 1 {
+		return false
+	}
+	if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); err != nil || v != unix.IPPROTO_TCP {
+		return false
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return false
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return a.Port == port
+	case *unix.SockaddrInet6:
+		return a.Port == port
+	}
+	return false
+}
+
+func stopAccepting(s sockets, port int, reusePort bool) (int, error) {
+	var fds []int
+	for _, fd := range s.listeners {
+		if isListener(fd, port) { // still ours
+			fds = append(fds, fd)
+		}
 	}
 	if len(fds) == 0 {
 		return 0, fmt.Errorf("engine: no listening socket on port %d", port)
@@ -53,96 +158,26 @@ func stopAccepting(port int, reusePort bool) (int, error) {
 			}
 		}
 	}
-	// Unwatch while still steered (it reads /proc and takes a while), then
-	// detach and shut down back to back: the window in which a new
-	// connection can still be hashed to a socket about to go is a few
-	// system calls long.
 	var errs []error
 	for _, fd := range fds {
-		if err := unwatch(fd); err != nil {
-			errs = append(errs, err)
+		for _, ep := range s.epolls {
+			if err := unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, fd, nil); err != nil && err != unix.ENOENT && err != unix.EBADF {
+				errs = append(errs, fmt.Errorf("engine: remove listener %d from epoll %d: %w", fd, ep, err))
+			}
 		}
 	}
+	// Detach and shut down back to back: the window in which a new
+	// connection can still be hashed to a socket about to go is a few
+	// system calls long.
 	if steered {
 		_ = unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_DETACH_REUSEPORT_BPF, 0)
 	}
 	for _, fd := range fds {
 		if err := unix.Shutdown(fd, unix.SHUT_RD); err != nil {
-			errs = append(errs, fmt.Errorf("engine: shutdown listener fd %d: %w", fd, err))
+			errs = append(errs, fmt.Errorf("engine: shutdown listener %d: %w", fd, err))
 		}
 	}
 	return len(fds), errors.Join(errs...)
-}
-
-// listenerFDs returns this process's listening TCP sockets on port.
-func listenerFDs(port int) ([]int, error) {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return nil, fmt.Errorf("engine: list fds: %w", err)
-	}
-	var fds []int
-	for _, e := range ents {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if link, err := os.Readlink("/proc/self/fd/" + e.Name()); err != nil || !strings.HasPrefix(link, "socket:") {
-			continue
-		}
-		if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || v != 1 {
-			continue
-		}
-		if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); err != nil || v != unix.IPPROTO_TCP {
-			continue
-		}
-		sa, err := unix.Getsockname(fd)
-		if err != nil {
-			continue
-		}
-		switch a := sa.(type) {
-		case *unix.SockaddrInet4:
-			if a.Port == port {
-				fds = append(fds, fd)
-			}
-		case *unix.SockaddrInet6:
-			if a.Port == port {
-				fds = append(fds, fd)
-			}
-		}
-	}
-	return fds, nil
-}
-
-// unwatch removes fd from every epoll instance of this process that
-// watches it.
-func unwatch(fd int) error {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return fmt.Errorf("engine: list fds: %w", err)
-	}
-	want := []byte("tfd:")
-	for _, e := range ents {
-		if link, err := os.Readlink("/proc/self/fd/" + e.Name()); err != nil || link != "anon_inode:[eventpoll]" {
-			continue
-		}
-		epfd, _ := strconv.Atoi(e.Name())
-		info, err := os.ReadFile("/proc/self/fdinfo/" + e.Name())
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(bytes.NewReader(info))
-		for sc.Scan() {
-			f := bytes.Fields(sc.Bytes())
-			if len(f) >= 2 && bytes.Equal(f[0], want) {
-				if n, _ := strconv.Atoi(string(f[1])); n == fd {
-					if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_DEL, fd, nil); err != nil && err != unix.ENOENT {
-						return fmt.Errorf("engine: remove listener fd %d from epoll %d: %w", fd, epfd, err)
-					}
-				}
-			}
-		}
-	}
-	return nil
 }
 
 // steer attaches to fd's SO_REUSEPORT group a classic BPF program that

@@ -11,6 +11,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -42,6 +43,7 @@ type Config struct {
 	AcceptBurst      int
 	MaxPending       int // upgrades held or waiting for the backend's GET; more get 503; 0 = no limit
 	DrainTimeout     time.Duration
+	DrainDelay       time.Duration  // lame duck: /readyz 503 and no new sockets, before the first 1012
 	AllowOrigins     []string       // empty = any
 	TrustedProxies   []netip.Prefix // peers whose X-Forwarded-For is believed
 	FDBudget         int            // TCP connections accepted before refusing with 503; 0 = derived from RLIMIT_NOFILE
@@ -100,7 +102,10 @@ type Server struct {
 	wsConns                                         atomic.Int64 // authorising or open, for MaxConns
 	pending                                         atomic.Int64 // held, authorising or takeover, for MaxPending
 	draining                                        atomic.Bool
-	refuseUpgrades                                  atomic.Bool  // draining and the socket-level stop failed
+	refuseUpgrades                                  atomic.Bool // draining and the socket-level stop failed
+	drainOnce                                       sync.Once
+	port                                            int
+	sockets                                         sockets      // listeners and epoll instances, for the drain
 	drainFrom, drainTill                            atomic.Int64 // ticks
 	origins                                         [][]byte
 	retryValues                                     [][]byte
@@ -223,6 +228,20 @@ func (s *Server) Start() error {
 			}
 		}
 		_ = unix.Close(fd)
+	}
+	if _, portStr, err := net.SplitHostPort(s.addr); err == nil {
+		s.port, _ = strconv.Atoi(portStr)
+		loops := s.cfg.Loops
+		if loops <= 0 {
+			loops = runtime.NumCPU()
+		}
+		listeners := 1 // the main reactor accepts for every loop
+		if s.cfg.ReusePort {
+			listeners = loops
+		}
+		if s.sockets, err = findSockets(s.port, listeners); err != nil {
+			s.log.Warn("cannot find the listening sockets; a drain will answer upgrades with 503 instead of stopping the listener", zap.Error(err))
+		}
 	}
 	go s.ticker()
 	return nil
@@ -385,15 +404,18 @@ var ErrDrainTimeout = errors.New("engine: drain did not finish in time")
 // queued POSTs and DELETEs are sent; then the engine stops. It returns
 // when everything is sent or ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if !s.draining.Swap(true) {
-		s.stopListening()
-		now := s.tick()
-		s.drainFrom.Store(now)
-		// Close everyone within 80% of the window, keeping the rest for
-		// the last POSTs and DELETEs.
-		s.drainTill.Store(now + max(1, s.ticks(s.cfg.DrainTimeout)*8/10))
+	s.drainOnce.Do(func() {
+		// After the lame-duck delay, spread the closes over the window
+		// less the delay, the wait for the clients' close replies, and a
+		// tenth for the last POSTs and DELETEs.
+		window, delay := s.ticks(s.cfg.DrainTimeout), s.ticks(s.cfg.DrainDelay)
+		from := s.tick() + delay
+		s.drainFrom.Store(from)
+		s.drainTill.Store(from + max(1, window-delay-s.closeTicks-window/10))
+		s.draining.Store(true)
 		s.log.Info("draining", zap.Int64("connections", s.wsConns.Load()), zap.Duration("window", s.cfg.DrainTimeout))
-	}
+		s.stopListening()
+	})
 	t := time.NewTicker(s.cfg.Tick)
 	defer t.Stop()
 	var err error
@@ -406,7 +428,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		break
 	}
+	// Stopping closes what is left; their DELETEs are submitted as the
+	// sockets close, so give them a moment to reach the backend.
 	s.stop()
+	grace := time.NewTimer(s.cfg.CloseTimeout)
+	defer grace.Stop()
+	for s.backend.Pending() > 0 {
+		select {
+		case <-grace.C:
+			return errors.Join(err, fmt.Errorf("engine: %d backend calls unfinished at exit", s.backend.Pending()))
+		case <-t.C:
+		}
+	}
 	return err
 }
 
@@ -415,14 +448,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Connections accepted before are still served, and drained. Where that
 // fails, upgrades during the drain get 503 instead.
 func (s *Server) stopListening() {
-	_, portStr, err := net.SplitHostPort(s.addr)
-	port, err2 := strconv.Atoi(portStr)
-	if err != nil || err2 != nil {
-		s.refuseUpgrades.Store(true)
-		s.log.Warn("draining: cannot tell the listener's port; refusing upgrades with 503 instead", zap.String("addr", s.addr))
-		return
-	}
-	n, err := stopAccepting(port, s.cfg.ReusePort)
+	n, err := stopAccepting(s.sockets, s.port, s.cfg.ReusePort)
 	if err != nil {
 		s.refuseUpgrades.Store(true)
 		s.log.Warn("draining: could not stop the listener; refusing upgrades with 503 instead", zap.Error(err))
@@ -442,7 +468,7 @@ func (s *Server) stop() {
 // drainStep closes this loop's share of open connections for this tick.
 func (l *loop) drainStep() {
 	s := l.srv
-	if !s.draining.Load() || l.open.n == 0 {
+	if !s.draining.Load() || l.open.n == 0 || l.now < s.drainFrom.Load() {
 		return
 	}
 	left := s.drainTill.Load() - l.now
