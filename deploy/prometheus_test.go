@@ -30,6 +30,7 @@ func TestPrometheusRules(t *testing.T) {
 // histogram's own series.
 var wsbridgeMetrics = map[string]bool{
 	"wsbridge_connections":                             true,
+	"wsbridge_max_conns":                               true,
 	"wsbridge_connections_opened_total":                true,
 	"wsbridge_connections_closed_total":                true,
 	"wsbridge_upgrades_refused_total":                  true,

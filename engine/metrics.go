@@ -15,6 +15,7 @@ type Metrics struct {
 	Registry *prometheus.Registry
 
 	connections prometheus.Gauge
+	maxConns    prometheus.Gauge
 	opened      prometheus.Counter
 	closed      [numCloseReasons]prometheus.Counter
 	refused     [numRefuseReasons]prometheus.Counter
@@ -43,6 +44,9 @@ func NewMetrics() *Metrics {
 	m := &Metrics{Registry: r}
 	m.connections = f(prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "wsbridge_connections", Help: "Open WebSocket connections.",
+	})).(prometheus.Gauge)
+	m.maxConns = f(prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "wsbridge_max_conns", Help: "The -max-conns limit (0 = none), to alert on wsbridge_connections / wsbridge_max_conns.",
 	})).(prometheus.Gauge)
 	m.opened = f(prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "wsbridge_connections_opened_total", Help: "WebSocket connections opened (101 sent).",

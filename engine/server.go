@@ -166,6 +166,7 @@ func New(cfg Config, backend *bridge.Client, m *Metrics, log *zap.Logger) (*Serv
 	if cfg.FDBudget == 0 {
 		s.cfg.FDBudget = fdBudget(backend)
 	}
+	m.maxConns.Set(float64(cfg.MaxConns))
 	return s, nil
 }
 
