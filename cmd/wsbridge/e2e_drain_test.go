@@ -29,7 +29,7 @@ func TestDrain10k(t *testing.T) {
 		}
 		return false
 	}})
-	p := startBridge(t, b.URL, "-drain-timeout", "10s", "-ping-interval", "0", "-log-level", "info")
+	p := startFastBridge(t, b.URL, "-drain-timeout", "10s", "-ping-interval", "0", "-log-level", "info")
 
 	conns := make([]*raw, clients)
 	var wg sync.WaitGroup

@@ -273,13 +273,10 @@ func TestCloseAndReset(t *testing.T) {
 // TestReconnect: the same ClientId comes back; the backend sees the old
 // DELETE before the new GET, and pushes reach the new connection.
 func TestReconnect(t *testing.T) {
-	var mu sync.Mutex
-	slowDelete := true
+	deleting := make(chan struct{}, 1)
 	b := newBackend(t, backend.Options{Hook: func(ctx *fasthttp.RequestCtx, c *backend.Call) bool {
-		mu.Lock()
-		slow := slowDelete
-		mu.Unlock()
-		if c.Method == "DELETE" && slow {
+		if c.Method == "DELETE" {
+			deleting <- struct{}{}
 			time.Sleep(300 * time.Millisecond) // the new GET must wait for this
 		}
 		return false
@@ -290,7 +287,12 @@ func TestReconnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old.CloseNow() // TCP goes away; DELETE is slow
+	old.CloseNow() // TCP goes away; its DELETE is slow
+	select {
+	case <-deleting:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no DELETE for the closed connection")
+	}
 	c, _, err := coder.Dial(ctx, p.url("phone"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -302,8 +304,8 @@ func TestReconnect(t *testing.T) {
 		seq = append(seq, call.Method)
 	}
 	requireEqual(t, "call order", strings.Join(seq, ","), "GET,DELETE,GET")
-	if !calls[2].At.After(calls[1].At) {
-		t.Fatal("second GET did not wait for the DELETE")
+	if calls[2].Replaces != "" {
+		t.Fatalf("the reconnect's GET names %q as replaced; the old one was already closing", calls[2].Replaces)
 	}
 	status, _, _ := p.adminDo(t, "POST", "/phone", "for the new one")
 	requireEqual(t, "push status", status, 200)

@@ -26,7 +26,9 @@ import (
 
 // binPath is the wsbridge binary under test, built once by TestMain (with
 // -race when the tests run with -race, so the binary is checked too).
-var binPath string
+// fastBinPath is built without -race, for the load tests (tens of
+// thousands of connections) that a race build is too slow for.
+var binPath, fastBinPath string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "wsbridge-e2e")
@@ -35,15 +37,20 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binPath = filepath.Join(dir, "wsbridge")
-	args := []string{"build", "-o", binPath}
+	fastBinPath = binPath
+	builds := [][]string{{"build", "-o", binPath}}
 	if raceEnabled {
-		args = append(args, "-race")
+		builds[0] = append(builds[0], "-race")
+		fastBinPath = filepath.Join(dir, "wsbridge-fast")
+		builds = append(builds, []string{"build", "-o", fastBinPath})
 	}
-	cmd := exec.Command("go", append(args, ".")...)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building wsbridge:", err)
-		os.Exit(1)
+	for _, args := range builds {
+		cmd := exec.Command("go", append(args, ".")...)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building wsbridge:", err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -99,9 +106,20 @@ type proc struct {
 // startBridge runs the binary against backendURL on ephemeral ports.
 func startBridge(t testing.TB, backendURL string, args ...string) *proc {
 	t.Helper()
+	return startBinary(t, binPath, backendURL, args...)
+}
+
+// startFastBridge is startBridge without the race detector, for load tests.
+func startFastBridge(t testing.TB, backendURL string, args ...string) *proc {
+	t.Helper()
+	return startBinary(t, fastBinPath, backendURL, args...)
+}
+
+func startBinary(t testing.TB, bin, backendURL string, args ...string) *proc {
+	t.Helper()
 	full := append([]string{"-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-backend", backendURL,
 		"-log-level", "debug", "-pprof"}, args...)
-	p := &proc{cmd: exec.Command(binPath, full...), logs: &syncBuffer{}, exited: make(chan struct{})}
+	p := &proc{cmd: exec.Command(bin, full...), logs: &syncBuffer{}, exited: make(chan struct{})}
 	p.cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {

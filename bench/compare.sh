@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# bench/compare.sh — wsbridge, and optionally a peer bridge that speaks the
+# same protocol, measured back to back on this machine with the same load
+# generator and mock backend (BENCHMARKS.md shows the results).
+#
+#   bench/compare.sh                         # wsbridge only
+#   bench/compare.sh --peer /path/to/binary  # and a peer, e.g. ws2api's wsproxy
+#   bench/compare.sh --ramp                  # the 250,000-connection ramp (wsbridge)
+#
+# Everything runs inside a network namespace of its own with only a
+# loopback interface, so a peer that binds every interface is still
+# reachable from nowhere else. The peer is expected to behave like ws2api:
+# WebSocket and push API on port 7001, backend calls to
+# http://localhost:8000/<prefix>/<ClientId>. It is run as given; this script
+# never builds it.
+#
+# Results: one JSON line per run and a summary table in $OUT.
+set -euo pipefail
+
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+
+peer="" ramp=0 out=""
+while (($#)); do
+  case $1 in
+    --peer) peer=$(readlink -f "$2"); shift 2 ;;
+    --ramp) ramp=1; shift ;;
+    --out) out=$2; shift 2 ;;
+    -h|--help) usage ;;
+    *) echo "compare.sh: unknown argument $1" >&2; usage ;;
+  esac
+done
+
+[[ $EUID -eq 0 ]] || { echo "compare.sh: needs root for the network namespace" >&2; exit 2; }
+cd "$(dirname "$0")/.."
+root=$PWD
+out=${out:-$root/out/compare-$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$out"
+make -s build
+bin=$root/bin
+
+ns=wsbcmp-$$
+if [[ -z ${WSB_IN_NS:-} ]]; then
+  ip netns add "$ns"
+  trap 'ip netns delete "$ns" 2>/dev/null || true' EXIT
+  ip -n "$ns" link set lo up
+  args=(--out "$out")
+  [[ -n $peer ]] && args+=(--peer "$peer")
+  ((ramp)) && args+=(--ramp)
+  WSB_IN_NS=1 ip netns exec "$ns" "$0" "${args[@]}"
+  exit
+fi
+
+{
+  echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "host:    $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB"
+  echo "kernel:  $(uname -r)"
+  echo "go:      $(go version)"
+  echo "commit:  $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
+  echo "nofile:  $(ulimit -n) per process"
+} | tee "$out/machine.txt"
+
+clk=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_bytes() { awk '/VmRSS/ {print $2 * 1024}' "/proc/$1/status"; }
+
+wait_port() {
+  local port=$1 i
+  for ((i = 0; i < 200; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "compare.sh: nothing listens on $port" >&2
+  return 1
+}
+
+stop() {
+  local pid
+  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+}
+
+wsbench() { "$bin/wsbench" "$@" -quiet -json; }
+
+# measure NAME ADMIN CMD...: the five side-by-side runs against one bridge.
+measure() {
+  local name=$1 admin=$2; shift 2
+  "$bin/wsbench" backend -listen 127.0.0.1:8000 >"$out/$name-backend.log" 2>&1 &
+  local backend=$!
+  wait_port 8000
+  (cd "$out" && exec "$@") >"$out/$name.log" 2>&1 &
+  local pid=$!
+  wait_port 7001
+  sleep 1
+
+  # 1. Memory per idle connection: 15,000 connections held, no messages.
+  local rss0 rss1
+  rss0=$(rss_bytes "$pid")
+  wsbench ramp -url ws://127.0.0.1:7001 -conns 15000 -rate 5000 -interval 1h -duration 8s \
+    -prefix idle >"$out/$name-idle.json" &
+  local gen=$!
+  sleep 8 # 3 s of ramp, then held: sample in the middle of the hold
+  rss1=$(rss_bytes "$pid")
+  wait "$gen"
+  jq -c --arg n "$name" --argjson a "$rss0" --argjson b "$rss1" \
+    '{bridge:$n, run:"idle", conns:.max_held, rss_before:$a, rss_held:$b,
+      bytes_per_conn:(($b - $a) / .max_held | floor), errors}' "$out/$name-idle.json" >>"$out/results.jsonl"
+  sleep 2
+
+  # 2. Round trips per bridge CPU-second: 200 connections in closed loop.
+  local c0 c1
+  c0=$(cpu_ticks "$pid")
+  wsbench throughput -url ws://127.0.0.1:7001 -conns 200 -duration 10s -prefix tp >"$out/$name-throughput.json"
+  c1=$(cpu_ticks "$pid")
+  jq -c --arg n "$name" --argjson t "$((c1 - c0))" --argjson clk "$clk" \
+    '{bridge:$n, run:"throughput", msgs_per_sec:(.msgs_per_sec|floor), cpu_seconds:($t/$clk),
+      msgs_per_cpu_second:(.recv / ($t/$clk) | floor), p50_ms:.rtt_ms.p50, p99_ms:.rtt_ms.p99, errors}' \
+    "$out/$name-throughput.json" >>"$out/results.jsonl"
+
+  # 3. Latency at a fixed load: 5,000 connections, one message a second each.
+  wsbench ramp -url ws://127.0.0.1:7001 -conns 5000 -rate 5000 -interval 1s -duration 10s \
+    -prefix fixed >"$out/$name-fixed.json"
+  jq -c --arg n "$name" '{bridge:$n, run:"fixed_5000_msgs_per_sec", msgs_per_sec:(.msgs_per_sec|floor),
+      p50_ms:.rtt_ms.p50, p90_ms:.rtt_ms.p90, p99_ms:.rtt_ms.p99, max_ms:.rtt_ms.max, errors}' \
+    "$out/$name-fixed.json" >>"$out/results.jsonl"
+
+  # 4. Upgrades per second: connect, upgrade, close, 100 at a time.
+  wsbench handshake -url ws://127.0.0.1:7001 -conns 100 -duration 10s -prefix hs >"$out/$name-handshake.json"
+  jq -c --arg n "$name" '{bridge:$n, run:"handshake", upgrades_per_sec:(.upgrades_per_sec|floor),
+      p50_ms:.upgrade_ms.p50, p99_ms:.upgrade_ms.p99, errors}' "$out/$name-handshake.json" >>"$out/results.jsonl"
+
+  # 5. Pushes per second: 5,000 clients, backend-initiated POST /<id>.
+  wsbench push -url ws://127.0.0.1:7001 -admin "$admin" -conns 5000 -duration 10s -prefix push >"$out/$name-push.json"
+  jq -c --arg n "$name" '{bridge:$n, run:"push", pushes_per_sec:(.pushes_per_sec|floor),
+      delivery_p50_ms:.rtt_ms.p50, delivery_p99_ms:.rtt_ms.p99, push_errors:(.push_errors // 0), errors}' \
+    "$out/$name-push.json" >>"$out/results.jsonl"
+
+  stop "$pid" "$backend"
+}
+
+# ramp: the headline, 250,000 connections opened in 60 s, one message each
+# every 10 s (25,000 msg/s), held a minute. One process may hold at most
+# ~19,900 sockets here, so 16 bridge processes share the port with
+# -reuseport and wsbench spreads its clients over worker processes.
+ramp250k() {
+  local procs=16 i pids=()
+  "$bin/wsbench" backend -listen 127.0.0.1:8000 >"$out/ramp-backend.log" 2>&1 &
+  local backend=$!
+  wait_port 8000
+  for ((i = 0; i < procs; i++)); do
+    "$bin/wsbridge" -listen 127.0.0.1:7001 -reuseport -admin "127.0.0.1:$((7100 + i))" \
+      -backend http://127.0.0.1:8000/ -backend-max-conns 48 -loops 1 -log-level warn \
+      >"$out/ramp-bridge-$i.log" 2>&1 &
+    pids+=($!)
+  done
+  wait_port 7001
+  sleep 1
+  local c0=0 c1=0 rss=0 pid
+  for pid in "${pids[@]}"; do c0=$((c0 + $(cpu_ticks "$pid"))); done
+  "$bin/wsbench" ramp -url ws://127.0.0.1:7001 -conns 250000 -ramp 60s -interval 10s -duration 60s \
+    -sources 128 -json -csv "$out/ramp.csv" >"$out/ramp.json" 2>"$out/ramp.progress" &
+  local gen=$!
+  sleep 110 # ramp, then most of the hold: sample memory while all are held
+  for pid in "${pids[@]}"; do rss=$((rss + $(rss_bytes "$pid"))); done
+  wait "$gen"
+  for pid in "${pids[@]}"; do c1=$((c1 + $(cpu_ticks "$pid"))); done
+  jq -c --argjson rss "$rss" --argjson t "$((c1 - c0))" --argjson clk "$clk" --argjson p "$procs" \
+    '{bridge:"wsbridge", run:"ramp_250k", bridge_processes:$p, held:.held, max_held:.max_held,
+      msgs_per_sec:(.msgs_per_sec|floor), p50_ms:.rtt_ms.p50, p99_ms:.rtt_ms.p99, max_ms:.rtt_ms.max,
+      errors, error_kinds, bridges_rss_bytes:$rss, bridges_rss_per_conn:($rss / .max_held | floor),
+      bridges_cpu_seconds:($t/$clk)}' "$out/ramp.json" >>"$out/results.jsonl"
+  stop "${pids[@]}" "$backend"
+}
+
+if ((ramp)); then
+  ramp250k
+else
+  measure wsbridge 127.0.0.1:7002 "$bin/wsbridge" -listen 127.0.0.1:7001 -admin 127.0.0.1:7002 \
+    -backend http://127.0.0.1:8000/ -log-level warn
+  [[ -n $peer ]] && measure peer 127.0.0.1:7001 "$peer"
+fi
+echo
+cat "$out/results.jsonl"
