@@ -145,14 +145,16 @@ measure() {
 # every 10 s (25,000 msg/s), held a minute. One process may hold at most
 # ~19,900 sockets here, so 16 bridge processes share the port with
 # -reuseport and wsbench spreads its clients over worker processes.
+# RAMP_CONNS, RAMP_TIME, RAMP_INTERVAL and RAMP_HOLD change the shape.
 ramp250k() {
   local procs=16 i pids=()
+  local conns=${RAMP_CONNS:-250000} over=${RAMP_TIME:-60} every=${RAMP_INTERVAL:-10} hold=${RAMP_HOLD:-60}
   "$bin/wsbench" backend -listen 127.0.0.1:8000 >"$out/ramp-backend.log" 2>&1 &
   local backend=$!
   wait_port 8000
   for ((i = 0; i < procs; i++)); do
     "$bin/wsbridge" -listen 127.0.0.1:7001 -reuseport -admin "127.0.0.1:$((7100 + i))" \
-      -backend http://127.0.0.1:8000/ -backend-max-conns 48 -loops 1 -log-level warn \
+      -backend http://127.0.0.1:8000/ -backend-max-conns 256 -loops 1 -log-level warn \
       >"$out/ramp-bridge-$i.log" 2>&1 &
     pids+=($!)
   done
@@ -160,15 +162,18 @@ ramp250k() {
   sleep 1
   local c0=0 c1=0 rss=0 pid
   for pid in "${pids[@]}"; do c0=$((c0 + $(cpu_ticks "$pid"))); done
-  "$bin/wsbench" ramp -url ws://127.0.0.1:7001 -conns 250000 -ramp 60s -interval 10s -duration 60s \
-    -sources 128 -json -csv "$out/ramp.csv" >"$out/ramp.json" 2>"$out/ramp.progress" &
+  "$bin/wsbench" ramp -url ws://127.0.0.1:7001 -conns "$conns" -ramp "${over}s" -interval "${every}s" \
+    -duration "${hold}s" -sources 128 -json -csv "$out/ramp.csv" >"$out/ramp.json" 2>"$out/ramp.progress" &
   local gen=$!
-  sleep 110 # ramp, then most of the hold: sample memory while all are held
+  sleep $((over + hold * 3 / 4)) # the ramp, then most of the hold: sample while all are held
   for pid in "${pids[@]}"; do rss=$((rss + $(rss_bytes "$pid"))); done
+  for ((i = 0; i < procs; i++)); do
+    curl -s "127.0.0.1:$((7100 + i))/metrics" | grep -E '^wsbridge_(connections|upgrades_refused_total)' || true
+  done | awk '{sum[$1] += $2} END {for (k in sum) if (sum[k] > 0) print k, sum[k]}' | sort >"$out/ramp-bridges.txt"
   wait "$gen"
   for pid in "${pids[@]}"; do c1=$((c1 + $(cpu_ticks "$pid"))); done
   jq -c --argjson rss "$rss" --argjson t "$((c1 - c0))" --argjson clk "$clk" --argjson p "$procs" \
-    '{bridge:"wsbridge", run:"ramp_250k", bridge_processes:$p, held:.held, max_held:.max_held,
+    '{bridge:"wsbridge", run:"ramp", asked:.conns, bridge_processes:$p, held:.held, max_held:.max_held,
       msgs_per_sec:(.msgs_per_sec|floor), p50_ms:.rtt_ms.p50, p99_ms:.rtt_ms.p99, max_ms:.rtt_ms.max,
       errors, error_kinds, bridges_rss_bytes:$rss, bridges_rss_per_conn:($rss / .max_held | floor),
       bridges_cpu_seconds:($t/$clk)}' "$out/ramp.json" >>"$out/results.jsonl"

@@ -15,6 +15,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/wsbridge/wsbridge/bench/backend"
 )
 
@@ -166,13 +168,24 @@ func mainBackend(args []string, stderr io.Writer) int {
 	listen := fs.String("listen", "127.0.0.1:8000", "`address` to serve on")
 	seq := fs.Bool("sequenced", true, "check that messages starting with a number arrive in order per connection")
 	every := fs.Duration("stats", 10*time.Second, "print counters this often (0 = only at exit)")
+	stall := fs.Bool("stall-posts", false, "never answer POSTs (a stalled backend): hold each until the bridge gives up")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
-	be, err := backend.Start(backend.Options{Addr: *listen, Sequenced: *seq})
+	opts := backend.Options{Addr: *listen, Sequenced: *seq}
+	if *stall {
+		opts.Hook = func(ctx *fasthttp.RequestCtx, c *backend.Call) bool {
+			if c.Method != fasthttp.MethodPost {
+				return false
+			}
+			<-ctx.Done() // the server shutting down; the bridge times out first
+			return true
+		}
+	}
+	be, err := backend.Start(opts)
 	if err != nil {
 		fmt.Fprintln(stderr, "wsbench backend:", err)
 		return 1
