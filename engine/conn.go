@@ -396,17 +396,30 @@ var emptyPayload = []byte{}
 
 func (c *conn) readFrames() gnet.Action {
 	if c.flags&fBroken != 0 {
-		_, _ = c.gc.Discard(-1)
+		_, _ = c.gc.Discard(-1) // everything
 		return gnet.None
 	}
 	s, l := c.l.srv, c.l
 	buf, _ := c.gc.Peek(-1)
 	off := 0
 	for off < len(buf) {
+		if c.call == nil && c.backlogged() {
+			// Backpressure: leave the rest in the socket's buffer until a
+			// POST finishes (onPOST reads on), unless it grows too big.
+			c.consume(off)
+			if int64(c.gc.InboundBuffered()) > s.cfg.MaxMessage+maxBacklogSlack {
+				if c.phase == phOpen {
+					c.closeWith(crOverload, 0, "too many messages waiting for the backend")
+				}
+				c.flags |= fBroken // discard from now on
+				c.endIntake()
+			}
+			return gnet.None
+		}
 		ev, n, err := c.dec.Next(buf[off:])
 		off += n
 		if err != nil {
-			_, _ = c.gc.Discard(-1)
+			_, _ = c.gc.Discard(-1) // everything
 			c.flags |= fBroken
 			code := ws.StatusProtocolError
 			var ce *protocol.CloseError
@@ -420,7 +433,7 @@ func (c *conn) readFrames() gnet.Action {
 		switch ev.Kind {
 		case protocol.EventNone:
 			if n == 0 {
-				_, _ = c.gc.Discard(off)
+				c.consume(off)
 				return gnet.None
 			}
 		case protocol.EventData:
@@ -460,7 +473,7 @@ func (c *conn) readFrames() gnet.Action {
 			}
 			c.endIntake()
 			if c.gc != nil {
-				_, _ = c.gc.Discard(-1)
+				_, _ = c.gc.Discard(-1) // everything
 			}
 			return gnet.Close
 		}
@@ -468,16 +481,44 @@ func (c *conn) readFrames() gnet.Action {
 			return gnet.None
 		}
 	}
-	_, _ = c.gc.Discard(off)
+	c.consume(off)
 	return gnet.None
 }
 
-// Inbound queue bounds: past them the client is closed with 1013 rather
-// than letting a fast sender grow the bridge's memory behind a slow backend.
+// consume drops the first n inbound bytes. gnet's Discard takes n <= 0 to
+// mean everything, which would throw away a partial frame.
+func (c *conn) consume(n int) {
+	if n > 0 {
+		_, _ = c.gc.Discard(n)
+	}
+}
+
+// Inbound bounds. A parsed message waiting for its POST costs about 2 KiB
+// of pooled request state besides its body, so a connection queues at most
+// maxQueuedMessages of them (and Config.MaxQueued bounds the sum over all
+// connections); past that the engine stops decoding and leaves the raw
+// bytes in the socket's buffer until a POST finishes. Only when those pass
+// -max-message plus maxBacklogSlack (room for one whole message) is the
+// client closed with 1013: a fast sender cannot grow the bridge's memory
+// behind a slow backend.
 const (
-	maxQueuedMessages = 256
-	maxQueuedFactor   = 4 // × -max-message bytes
+	maxQueuedMessages = 16
+	maxQueuedFactor   = 2 // × -max-message bytes of queued message bodies
+	maxBacklogSlack   = 64 << 10
 )
+
+// backlogged reports whether the connection must stop taking messages until
+// its POST in flight finishes. A connection with nothing in flight may
+// always send one, so every paused connection has a POST to wake it.
+func (c *conn) backlogged() bool {
+	if c.pipe.Idle() {
+		return false
+	}
+	s := c.l.srv
+	n, b := c.pipe.Queued()
+	return n >= maxQueuedMessages || int64(b) >= maxQueuedFactor*s.cfg.MaxMessage ||
+		s.cfg.MaxQueued > 0 && s.queued.Load() >= int64(s.cfg.MaxQueued)
+}
 
 func (c *conn) enqueue(m *bridge.Call) {
 	s := c.l.srv
@@ -485,14 +526,7 @@ func (c *conn) enqueue(m *bridge.Call) {
 		s.backend.Submit(m)
 		return
 	}
-	if n, b := c.pipe.Queued(); n > maxQueuedMessages || int64(b) > maxQueuedFactor*s.cfg.MaxMessage {
-		if c.phase == phClosing {
-			// Already closing: take nothing more.
-			c.endIntake()
-			return
-		}
-		c.closeWith(crOverload, 0, "too many messages waiting for the backend")
-	}
+	s.queued.Add(1)
 }
 
 func (c *conn) onPOST(call *bridge.Call) {
@@ -509,7 +543,14 @@ func (c *conn) onPOST(call *bridge.Call) {
 	}
 	bridge.ReleaseCall(call)
 	if next := c.pipe.Done(); next != nil {
+		s.queued.Add(-1)
 		s.backend.Submit(next)
+		// Room in the queue again: read on what backpressure left behind.
+		if c.gc != nil && c.flags&fIntakeOver == 0 && c.gc.InboundBuffered() > 0 {
+			if c.readFrames() == gnet.Close {
+				c.l.closeConn(c)
+			}
+		}
 		return
 	}
 	c.maybeDelete()

@@ -42,14 +42,15 @@ type loop struct {
 	tasks []task
 	woken bool // a Run is scheduled and has not yet taken the tasks
 
-	spare []task
-	now   int64 // ticks since the server started, updated on each tick
-	wheel wheel
-	open  connList // open connections, for drain
-	req   protocol.Request
-	wbuf  []byte // frames and responses being written; valid until the next write
-	idbuf []byte // connection id being formatted
-	iov   [2][]byte
+	spare   []task
+	now     int64 // ticks since the server started, updated on each tick
+	drained int64 // the tick drainStep last ran at
+	wheel   wheel
+	open    connList // open connections, for drain
+	req     protocol.Request
+	wbuf    []byte // frames and responses being written; valid until the next write
+	idbuf   []byte // connection id being formatted
+	iov     [2][]byte
 }
 
 func newLoop(s *Server, el gnet.EventLoop) *loop {

@@ -42,6 +42,7 @@ type Config struct {
 	AcceptRate       float64       // upgrades per second admitted; 0 = no limit
 	AcceptBurst      int
 	MaxPending       int // upgrades held or waiting for the backend's GET; more get 503; 0 = no limit
+	MaxQueued        int // messages waiting for a POST slot over all connections; more close the sender with 1013; 0 = no limit
 	DrainTimeout     time.Duration
 	DrainDelay       time.Duration  // lame duck: /readyz 503 and no new sockets, before the first 1012
 	AllowOrigins     []string       // empty = any
@@ -101,6 +102,7 @@ type Server struct {
 	tcpConns                                        atomic.Int64 // sockets held, for FDBudget
 	wsConns                                         atomic.Int64 // authorising or open, for MaxConns
 	pending                                         atomic.Int64 // held, authorising or takeover, for MaxPending
+	queued                                          atomic.Int64 // messages queued behind a POST in flight, for MaxQueued
 	draining                                        atomic.Bool
 	refuseUpgrades                                  atomic.Bool // draining and the socket-level stop failed
 	drainOnce                                       sync.Once
@@ -469,9 +471,10 @@ func (s *Server) stop() {
 // drainStep closes this loop's share of open connections for this tick.
 func (l *loop) drainStep() {
 	s := l.srv
-	if !s.draining.Load() || l.open.n == 0 || l.now < s.drainFrom.Load() {
+	if !s.draining.Load() || l.open.n == 0 || l.now < s.drainFrom.Load() || l.now == l.drained {
 		return
 	}
+	l.drained = l.now // once per tick, however many tick tasks a busy loop finds queued
 	left := s.drainTill.Load() - l.now
 	k := l.open.n
 	if left > 1 {

@@ -49,6 +49,10 @@ func stormClient(addr string, i int, deadline time.Time) (net.Conn, int, error) 
 			return c, attempt, nil
 		}
 		c.Close()
+		if resp.StatusCode == 408 { // the bridge was too busy to read us in time: retry
+			time.Sleep(time.Duration(rand.Int64N(int64(time.Second))))
+			continue
+		}
 		if resp.StatusCode != 503 {
 			return nil, attempt, fmt.Errorf("status %d", resp.StatusCode)
 		}

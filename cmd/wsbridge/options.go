@@ -134,6 +134,11 @@ func parseOptions(args, env []string) (*options, error) {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
 	}
 	e.MaxOutbound = int(maxOutbound)
+	// Messages waiting behind a POST in flight, over all connections: 32
+	// per backend socket (~64 MiB of request state) before senders are
+	// closed with 1013 instead of the bridge's memory growing behind a
+	// stalled backend.
+	e.MaxQueued = 32 * o.backendMaxConns
 	// By default a reconnect storm may use half the backend's sockets for
 	// GETs; the other half keeps serving the messages of connected clients.
 	e.MaxPending = maxPending
