@@ -39,7 +39,7 @@ import (
 // quiet while leaving every node with enough ClientIds to see the hash.
 const (
 	numClients   = 300
-	drainTimeout = 5 * time.Second
+	drainTimeout = 8 * time.Second
 	clientAddr   = "127.0.0.77" // the test clients' source address, to see it in X-Forwarded-For
 	goodOrigin   = "https://app.example.com"
 )
@@ -262,6 +262,9 @@ func startCluster(t *testing.T) *cluster {
 			}
 		}, bin, "-listen", n.ws, "-admin", n.admin, "-backend", be.URL,
 			"-trusted-proxies", "127.0.0.1/32", "-drain-timeout", drainTimeout.String(),
+			// Lame duck: the balancer's checks (fall 2 × fastinter, ~2 s)
+			// take the node out before its first 1012.
+			"-drain-delay", "2500ms",
 			"-loops", "1", "-log-level", "info")
 		select {
 		case <-ready:

@@ -409,12 +409,13 @@ var ErrDrainTimeout = errors.New("engine: drain did not finish in time")
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.drainOnce.Do(func() {
 		// After the lame-duck delay, spread the closes over the window
-		// less the delay, the wait for the clients' close replies, and a
-		// tenth for the last POSTs and DELETEs.
+		// less the delay, the wait for the clients' close replies (at most
+		// a fifth of the window: most clients answer at once) and a tenth
+		// for the last POSTs and DELETEs.
 		window, delay := s.ticks(s.cfg.DrainTimeout), s.ticks(s.cfg.DrainDelay)
 		from := s.tick() + delay
 		s.drainFrom.Store(from)
-		s.drainTill.Store(from + max(1, window-delay-s.closeTicks-window/10))
+		s.drainTill.Store(from + max(1, window-delay-min(s.closeTicks, window/5)-window/10))
 		s.draining.Store(true)
 		s.log.Info("draining", zap.Int64("connections", s.wsConns.Load()), zap.Duration("window", s.cfg.DrainTimeout))
 		s.stopListening()
