@@ -73,6 +73,12 @@ func TestReconnectStorm(t *testing.T) {
 	if testing.Short() {
 		t.Skip("15,000 connections")
 	}
+	if raceEnabled {
+		// The race detector makes the test process itself too slow to
+		// play 10,000+ clients; make test runs the load tests again
+		// without -race.
+		t.Skip("load test: run without -race")
+	}
 	const clients, rate, burst = 15000, 2500, 500
 	var perSecond sync.Map // unix second → *atomic.Int64
 	b := newBackend(t, backend.Options{Hook: func(ctx *fasthttp.RequestCtx, c *backend.Call) bool {
