@@ -45,9 +45,9 @@ density: build ## bridge RSS/heap per idle connection and msgs per bridge CPU-se
 	$(BIN)/wsbench density -conns $(or $(N),15000) -bridge $(BIN)/wsbridge -tconns $(or $(C),200) -duration $(or $(D),10s)
 
 .PHONY: fuzz
-fuzz: ## run every fuzz target for FUZZTIME each (crashers land in testdata/)
-	$(GO) test -run '^$$' -fuzz '^FuzzDecoder$$' -fuzztime $(FUZZTIME) ./protocol/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) ./protocol/
+fuzz: ## run every fuzz target for FUZZTIME each (crashers land in testdata/); minimizing is capped so a short run ends on time
+	$(GO) test -run '^$$' -fuzz '^FuzzDecoder$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./protocol/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./protocol/
 
 .PHONY: lint
 lint: ## gofmt, go vet and shellcheck
