@@ -199,3 +199,33 @@ func TestCoderClient(t *testing.T) {
 	requireEqual(t, "close code", del.CloseCode, "1000")
 	requireEqual(t, "close reason", string(del.Body), "done")
 }
+
+// TestForwardedFor: X-Forwarded-For from an untrusted peer is replaced by
+// the peer's address; from a trusted proxy it is kept and the proxy's
+// address appended, and the admin API reports the client's address.
+func TestForwardedFor(t *testing.T) {
+	b := newBackend(t, backend.Options{})
+	for _, tc := range []struct {
+		name, trusted, wantXFF, wantRemote string
+	}{
+		{"untrusted", "", "127.0.0.1", "127.0.0.1:"},
+		{"trusted", "127.0.0.0/8", "203.0.113.7, 127.0.0.1", "203.0.113.7:0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := []string{}
+			if tc.trusted != "" {
+				args = append(args, "-trusted-proxies", tc.trusted)
+			}
+			p := startBridge(t, b.URL, args...)
+			id := "xff-" + tc.name
+			r := rawUpgrade(t, p.ws, id, "X-Forwarded-For: 203.0.113.7")
+			defer r.conn.Close()
+			get := waitCalls(t, b, id, "GET", 1)[0]
+			requireEqual(t, "X-Forwarded-For", get.Header["X-Forwarded-For"], tc.wantXFF)
+			_, body, _ := p.adminDo(t, "GET", "/"+id, "")
+			if !strings.Contains(body, `"remote_addr":"`+tc.wantRemote) {
+				t.Fatalf("info %s: want remote_addr starting %q", body, tc.wantRemote)
+			}
+		})
+	}
+}
