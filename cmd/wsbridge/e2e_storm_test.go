@@ -189,9 +189,11 @@ func TestReconnectStorm(t *testing.T) {
 		peak = max(peak, v.(*atomic.Int64).Load())
 		return true
 	})
-	// A calendar second can hold the burst plus a second's worth of rate.
-	if peak > rate+burst {
-		t.Fatalf("backend GETs in one second: got %d, want at most %d", peak, rate+burst)
+	// A calendar second can hold the burst plus a second's worth of rate;
+	// GETs admitted at the end of one second may reach the backend in the
+	// next, so allow a tenth of a second's worth on top.
+	if limit := int64(rate + burst + rate/10); peak > limit {
+		t.Fatalf("backend GETs in one second: got %d, want at most %d", peak, limit)
 	}
 	select {
 	case err := <-byClosed:
