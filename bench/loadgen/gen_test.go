@@ -1,7 +1,6 @@
 package loadgen
 
 import (
-	"flag"
 	"fmt"
 	"net/netip"
 	"os"
@@ -15,23 +14,7 @@ import (
 var bridgeBin string
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	if !testing.Short() {
-		dir, err := os.MkdirTemp("", "loadgen-test")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		bridgeBin, err = bridgetest.Build(dir, false)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		code := m.Run()
-		os.RemoveAll(dir)
-		os.Exit(code)
-	}
-	os.Exit(m.Run())
+	os.Exit(bridgetest.RunWithBridge(m, &bridgeBin))
 }
 
 func TestBuckets(t *testing.T) {

@@ -7,6 +7,7 @@ package bridgetest
 import (
 	"bufio"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -31,6 +32,27 @@ func Build(dir string, race bool) (string, error) {
 		return "", fmt.Errorf("bridgetest: building wsbridge: %w", err)
 	}
 	return bin, nil
+}
+
+// RunWithBridge is a TestMain body: unless -short, it builds the wsbridge
+// binary into a temporary directory and stores its path in *bin, then runs
+// the tests and removes the directory. It returns the exit code.
+func RunWithBridge(m *testing.M, bin *string) int {
+	flag.Parse()
+	if testing.Short() {
+		return m.Run()
+	}
+	dir, err := os.MkdirTemp("", "wsbridge-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if *bin, err = Build(dir, false); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
 }
 
 // Proc is a running wsbridge.
