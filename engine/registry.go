@@ -211,9 +211,10 @@ func (r *registry) gc(sh *regShard, id string, s *slot) {
 	}
 }
 
-// lookup returns the open connection that holds id, or nil.
+// lookup returns the open connection that holds id, or nil. It does not
+// allocate: pushes call it for every message.
 func (r *registry) lookup(id []byte) *conn {
-	sh := r.shard(string(id))
+	sh := &r.shards[maphash.Bytes(r.seed, id)&(uint64(len(r.shards))-1)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if s := sh.m[string(id)]; s != nil && s.ownerOpen && !s.ownerEnding {

@@ -158,3 +158,21 @@ func TestRegistryOwnerDeletedWhileChallengerAuthorising(t *testing.T) {
 		t.Fatal("b, promoted while authorising, opens at once")
 	}
 }
+
+// maphash.Bytes and maphash.String agree, so lookup finds what arrive
+// stored, and lookup allocates nothing.
+func TestRegistryLookupBytes(t *testing.T) {
+	r, l := newRegistry(), fakeLoop()
+	for i := range 100 {
+		c := newTestConn(l, uint64(i+1), string(rune('a'+i%26))+string(rune('A'+i/26)))
+		r.arrive(c)
+		r.accepted(c)
+	}
+	id := []byte("cB")
+	if got := r.lookup(id); got == nil || got.clientID != "cB" {
+		t.Fatalf("lookup(cB): got %v, want the connection", got)
+	}
+	if n := testing.AllocsPerRun(100, func() { r.lookup(id) }); n != 0 && !raceEnabled {
+		t.Fatalf("lookup allocs = %v, want 0", n)
+	}
+}
