@@ -8,7 +8,6 @@ import (
 	"math"
 	"os"
 	"os/exec"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -87,18 +86,17 @@ type runner struct {
 	procs int
 	start time.Time
 
-	lat, hs     loadgen.Snapshot // whole run
-	secLat      loadgen.Snapshot // current second
-	cur         loadgen.Totals
-	prevSec     loadgen.Totals
-	nextSec     time.Time
-	prevGets    int64
-	gets        func() (int64, bool)
-	series      []Point
-	maxHeld     int64
-	pushesOK    *atomic.Int64
-	pushesPrev  int64
-	progressFor string
+	lat, hs    loadgen.Snapshot // whole run
+	secLat     loadgen.Snapshot // current second
+	cur        loadgen.Totals
+	prevSec    loadgen.Totals
+	nextSec    time.Time
+	prevGets   int64
+	gets       func() (int64, bool)
+	series     []Point
+	maxHeld    int64
+	pushesOK   *atomic.Int64
+	pushesPrev int64
 }
 
 // Run runs cfg's scenario and returns its result; progress goes to errw.
@@ -517,7 +515,3 @@ func (r *runner) backendGets() (int64, bool) {
 
 // ErrIncomplete marks a run that did not reach its target.
 var ErrIncomplete = errors.New("bench: run incomplete")
-
-func trimFloat(v float64) string {
-	return strings.TrimRight(strings.TrimRight(fmt.Sprintf("%.2f", v), "0"), ".")
-}

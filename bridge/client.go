@@ -345,16 +345,15 @@ func (c *Client) Close() {
 
 // Header names sent to the backend, in canonical form.
 var (
-	hdrConnID     = []byte("Wsbridge-Connection-Id")
-	hdrReplaces   = []byte("Wsbridge-Replaces")
-	hdrCloseCode  = []byte("Wsbridge-Close-Code")
-	hdrXFF        = []byte("X-Forwarded-For")
-	hdrCTText     = []byte("text/plain; charset=utf-8")
-	hdrCTBinary   = ctOctetStream
-	methodGET     = []byte(fasthttp.MethodGet)
-	methodPOST    = []byte(fasthttp.MethodPost)
-	methodDELETE  = []byte(fasthttp.MethodDelete)
-	hdrContentTyp = []byte("Content-Type")
+	hdrConnID    = []byte("Wsbridge-Connection-Id")
+	hdrReplaces  = []byte("Wsbridge-Replaces")
+	hdrCloseCode = []byte("Wsbridge-Close-Code")
+	hdrXFF       = []byte("X-Forwarded-For")
+	hdrCTText    = []byte("text/plain; charset=utf-8")
+	hdrCTBinary  = ctOctetStream
+	methodGET    = []byte(fasthttp.MethodGet)
+	methodPOST   = []byte(fasthttp.MethodPost)
+	methodDELETE = []byte(fasthttp.MethodDelete)
 )
 
 // Ids are what every call about one connection carries: the ClientId, the

@@ -285,12 +285,12 @@ func TestPHPAPI(t *testing.T) {
 			t.Fatalf("GET /alice%s: no WWW-Authenticate header", q)
 		}
 	}
-	st, body, _ := call(t, "GET", php+"/alice?token="+token, "", "")
+	st, _, _ := call(t, "GET", php+"/alice?token="+token, "", "")
 	requireEqual(t, "GET without Wsbridge-Connection-Id", st, 400)
 	requireEqual(t, "pushes after refusals", len(admin.take()), 0)
 
 	// Admitted: "ok", and the others hear about it (the newcomer is not open yet).
-	st, body, _ = call(t, "GET", php+"/alice?token="+token, "a1", "")
+	st, body, _ := call(t, "GET", php+"/alice?token="+token, "a1", "")
 	requireEqual(t, "GET /alice status", st, 200)
 	requireEqual(t, "GET /alice body", body, "ok")
 	requireEqual(t, "pushes after the first join", len(admin.take()), 0)

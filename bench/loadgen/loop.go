@@ -68,17 +68,16 @@ type loop struct {
 	lat   Histogram
 	hs    Histogram
 
-	stopBy    atomic.Int64
-	drops     int64 // Drop requests handled
-	stopping  bool
-	events    []unix.EpollEvent
-	rbuf      []byte // read buffer shared by the loop's connections
-	wbuf      []byte // frame scratch
-	req       []byte // upgrade request scratch
-	payload   []byte // message scratch
-	sa        unix.SockaddrInet4
-	sources   []unix.SockaddrInet4
-	lastDrain int64
+	stopBy   atomic.Int64
+	drops    int64 // Drop requests handled
+	stopping bool
+	events   []unix.EpollEvent
+	rbuf     []byte // read buffer shared by the loop's connections
+	wbuf     []byte // frame scratch
+	req      []byte // upgrade request scratch
+	payload  []byte // message scratch
+	sa       unix.SockaddrInet4
+	sources  []unix.SockaddrInet4
 }
 
 func newLoop(g *Gen, id int) (*loop, error) {
