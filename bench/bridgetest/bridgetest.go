@@ -1,7 +1,7 @@
-// Package bridgetest builds and runs a real wsbridge binary for the bench
-// and client tests: Build compiles it once per test binary, Start runs it on
-// ephemeral ports (or the ones given) and learns its addresses from the
-// "wsbridge listening" log line.
+// Package bridgetest builds and runs a real wsbridge binary for tests (the
+// end-to-end tests of cmd/wsbridge, bench and its client): Build compiles
+// it once per test binary, Start runs it on ephemeral ports (or the ones
+// given) and learns its addresses from the "wsbridge listening" log line.
 package bridgetest
 
 import (
@@ -77,6 +77,9 @@ func (p *Proc) Logs() string {
 // Exited is closed when the process has exited.
 func (p *Proc) Exited() <-chan struct{} { return p.exited }
 
+// Err is how the process exited; valid once Exited is closed.
+func (p *Proc) Err() error { return p.err }
+
 // Start runs bin against backendURL. Unless args set them, -listen and
 // -admin are ephemeral ports on 127.0.0.1. The process is killed at the
 // end of the test if still running.
@@ -126,6 +129,8 @@ func Start(t testing.TB, bin, backendURL string, args ...string) *Proc {
 		}
 		if l := p.Logs(); strings.Contains(l, "WARNING: DATA RACE") || strings.Contains(l, "panic:") {
 			t.Errorf("wsbridge logged a race or panic:\n%s", l)
+		} else if t.Failed() {
+			t.Logf("wsbridge log:\n%s", l)
 		}
 	})
 	select {

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/wsbridge/wsbridge/bench/backend"
-	"github.com/wsbridge/wsbridge/bench/internal/bridgetest"
+	"github.com/wsbridge/wsbridge/bench/bridgetest"
 )
 
 var bridgeBin string

@@ -54,7 +54,7 @@ func TestDrain10k(t *testing.T) {
 		r.frame(ws.OpText, true, []byte("last words"))
 	}
 	start := time.Now()
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
 
 	var got1012, other atomic.Int64
 	var firstClose, lastClose atomic.Int64
@@ -91,13 +91,13 @@ func TestDrain10k(t *testing.T) {
 	}
 	wg.Wait()
 	select {
-	case <-p.exited:
+	case <-p.Exited():
 	case <-time.After(30 * time.Second):
 		t.Fatal("bridge did not exit after the drain")
 	}
 	took := time.Since(start)
-	if p.err != nil {
-		t.Fatalf("exit: %v", p.err)
+	if p.Err() != nil {
+		t.Fatalf("exit: %v", p.Err())
 	}
 	requireEqual(t, "clients closed with 1012", got1012.Load(), int64(clients))
 	requireEqual(t, "POSTs", b.Posts.Load(), int64(clients))

@@ -123,7 +123,7 @@ func TestZeroDowntimeRestart(t *testing.T) {
 		}
 		return nil
 	})
-	if err := old.stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
+	if err := old.Stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
 		t.Fatalf("old process exit: %v", err)
 	}
 	waitFor(t, 10*time.Second, atLeast(served.Load()+200))

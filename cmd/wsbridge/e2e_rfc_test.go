@@ -246,7 +246,7 @@ func TestSIGTERMDrains(t *testing.T) {
 	for i := range 20 {
 		clients = append(clients, rawUpgrade(t, p.ws, fmt.Sprintf("d%d", i)))
 	}
-	if err := p.stop(t, syscall.SIGTERM, 10*time.Second); err != nil {
+	if err := p.Stop(t, syscall.SIGTERM, 10*time.Second); err != nil {
 		t.Fatalf("exit: %v", err)
 	}
 	for _, c := range clients {

@@ -4,23 +4,20 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gobwas/ws"
 
 	"github.com/wsbridge/wsbridge/bench/backend"
+	"github.com/wsbridge/wsbridge/bench/bridgetest"
 	"github.com/wsbridge/wsbridge/protocol"
 )
 
@@ -36,21 +33,17 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binPath = filepath.Join(dir, "wsbridge")
+	binPath, err = bridgetest.Build(dir, raceEnabled)
 	fastBinPath = binPath
-	builds := [][]string{{"build", "-o", binPath}}
-	if raceEnabled {
-		builds[0] = append(builds[0], "-race")
-		fastBinPath = filepath.Join(dir, "wsbridge-fast")
-		builds = append(builds, []string{"build", "-o", fastBinPath})
-	}
-	for _, args := range builds {
-		cmd := exec.Command("go", append(args, ".")...)
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "building wsbridge:", err)
-			os.Exit(1)
+	if err == nil && raceEnabled {
+		fast := filepath.Join(dir, "fast")
+		if err = os.Mkdir(fast, 0o755); err == nil {
+			fastBinPath, err = bridgetest.Build(fast, false)
 		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -58,20 +51,7 @@ func TestMain(m *testing.M) {
 }
 
 // waitFor polls cond until it returns nil or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+var waitFor = bridgetest.WaitFor
 
 func requireEqual[T comparable](t testing.TB, what string, got, want T) {
 	t.Helper()
@@ -80,27 +60,11 @@ func requireEqual[T comparable](t testing.TB, what string, got, want T) {
 	}
 }
 
-// syncBuffer collects a process's log lines.
-type syncBuffer struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (b *syncBuffer) add(s string) { b.mu.Lock(); b.lines = append(b.lines, s); b.mu.Unlock() }
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Join(b.lines, "\n")
-}
-
 // proc is a running wsbridge.
 type proc struct {
-	cmd    *exec.Cmd
-	ws     string // host:port of the WebSocket listener
-	admin  string // host:port of the admin API
-	logs   *syncBuffer
-	exited chan struct{}
-	err    error
+	*bridgetest.Proc
+	ws    string // host:port of the WebSocket listener
+	admin string // host:port of the admin API
 }
 
 // startBridge runs the binary against backendURL on ephemeral ports.
@@ -117,68 +81,8 @@ func startFastBridge(t testing.TB, backendURL string, args ...string) *proc {
 
 func startBinary(t testing.TB, bin, backendURL string, args ...string) *proc {
 	t.Helper()
-	full := append([]string{"-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-backend", backendURL,
-		"-log-level", "debug", "-pprof"}, args...)
-	p := &proc{cmd: exec.Command(bin, full...), logs: &syncBuffer{}, exited: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	addrs := make(chan [2]string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			p.logs.add(line)
-			var m map[string]any
-			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "wsbridge listening" {
-				addrs <- [2]string{fmt.Sprint(m["listen"]), fmt.Sprint(m["admin"])}
-			}
-		}
-		p.err = p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-		}
-		if strings.Contains(p.logs.String(), "WARNING: DATA RACE") || strings.Contains(p.logs.String(), "panic:") {
-			t.Errorf("wsbridge logged a race or panic:\n%s", p.logs)
-		}
-		if t.Failed() {
-			t.Logf("wsbridge log:\n%s", p.logs)
-		}
-	})
-	select {
-	case a := <-addrs:
-		p.ws, p.admin = a[0], a[1]
-	case <-p.exited:
-		t.Fatalf("wsbridge exited at start: %v\n%s", p.err, p.logs)
-	case <-time.After(20 * time.Second):
-		t.Fatalf("wsbridge did not start:\n%s", p.logs)
-	}
-	return p
-}
-
-// signal sends sig and waits for the process to exit, returning its error.
-func (p *proc) stop(t testing.TB, sig syscall.Signal, timeout time.Duration) error {
-	t.Helper()
-	_ = p.cmd.Process.Signal(sig)
-	select {
-	case <-p.exited:
-		return p.err
-	case <-time.After(timeout):
-		t.Fatalf("wsbridge did not exit within %v after %v", timeout, sig)
-		return nil
-	}
+	p := bridgetest.Start(t, bin, backendURL, append([]string{"-log-level", "debug", "-pprof"}, args...)...)
+	return &proc{Proc: p, ws: p.Listen, admin: p.Admin}
 }
 
 func (p *proc) url(id string) string { return "ws://" + p.ws + "/" + id }
