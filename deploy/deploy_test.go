@@ -33,6 +33,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsbridge/wsbridge/bench/backend"
+	"github.com/wsbridge/wsbridge/bench/bridgetest"
 )
 
 // The test's numbers. 300 clients over three nodes keeps the machine
@@ -113,20 +114,7 @@ func requireTools(t *testing.T, names ...string) map[string]string {
 }
 
 // waitFor polls cond until it returns nil or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+var waitFor = bridgetest.WaitFor
 
 // syncBuffer collects a process's output lines.
 type syncBuffer struct {

@@ -17,6 +17,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/wsbridge/wsbridge/bench/backend"
+	"github.com/wsbridge/wsbridge/bench/bridgetest"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/engine"
 	"github.com/wsbridge/wsbridge/protocol"
@@ -140,20 +141,8 @@ func (c *client) read() (ws.OpCode, []byte, error) {
 	return op, c.buf, err
 }
 
-func waitFor(tb testing.TB, timeout time.Duration, cond func() error) {
-	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitFor polls cond until it returns nil or timeout passes.
+var waitFor = bridgetest.WaitFor
 
 // roundTripCases are shared by the round-trip test and benchmark.
 var roundTripCases = []struct {

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wsbridge/wsbridge/bench/bridgetest"
 )
 
 // These tests run real programs: php -S with examples/php/router.php, the
@@ -51,21 +53,8 @@ func needTools(t *testing.T, tools ...string) {
 	t.Skip(msg)
 }
 
-// waitFor polls cond every 20ms until it returns nil or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// waitFor polls cond until it returns nil or timeout passes.
+var waitFor = bridgetest.WaitFor
 
 // freePorts returns n distinct loopback ports that were free a moment ago.
 // Fixed ports are needed because a restarted wsbridge must come back on the
