@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/wsbridge/wsbridge/bench/backend"
-	"github.com/wsbridge/wsbridge/bench/client"
 	"github.com/wsbridge/wsbridge/bench/bridgetest"
+	"github.com/wsbridge/wsbridge/bench/client"
 )
 
 var bridgeBin string
