@@ -44,6 +44,11 @@ type Config struct {
 	MaxConns int
 	// Timeout bounds each call.
 	Timeout time.Duration
+	// Pipeline is how many requests one backend connection may carry at
+	// once when all MaxConns connections are busy (HTTP/1.1 pipelining, see
+	// pipelined.go). 0 or 1 sends one request per connection at a time
+	// through fasthttp's HostClient.
+	Pipeline int
 	// DeleteAttempts is how many times a failing DELETE is tried (default 3).
 	DeleteAttempts int
 	// Breaker configures the circuit breaker; the zero value uses defaults.
@@ -63,17 +68,19 @@ type Client struct {
 	breaker breaker
 	log     *zap.Logger
 
-	mu      sync.Mutex
-	cond    *sync.Cond
-	head    *Call
-	tail    *Call
-	queued  int
-	idle    int // workers waiting on cond
-	workers int
-	closed  bool
+	mu       sync.Mutex
+	cond     *sync.Cond
+	head     *Call
+	tail     *Call
+	queued   int
+	idle     int // workers waiting on cond
+	starting int // workers started and not yet running
+	workers  int
+	closed   bool
 
-	pending atomic.Int64 // calls submitted and not yet completed (retries included)
-	drained chan struct{}
+	pending    atomic.Int64 // calls submitted and not yet completed (retries included)
+	noPipeline atomic.Bool  // the backend closed a connection with requests behind its first answer
+	drained    chan struct{}
 }
 
 // ErrBadBackend is returned by New for a backend URL it cannot use.
@@ -96,6 +103,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 60 * time.Second
+	}
+	if cfg.Pipeline <= 0 {
+		cfg.Pipeline = 1
 	}
 	if cfg.DeleteAttempts <= 0 {
 		cfg.DeleteAttempts = 3
@@ -176,6 +186,7 @@ func (c *Client) enqueue(call *Call) {
 	spawn := c.idle == 0 && c.workers < c.cfg.MaxConns
 	if spawn {
 		c.workers++
+		c.starting++
 	} else if c.idle > 0 {
 		c.cond.Signal()
 	}
@@ -185,10 +196,48 @@ func (c *Client) enqueue(call *Call) {
 	}
 }
 
-// worker runs calls until Close. Workers are started on demand, at most
-// MaxConns of them, so an idle bridge holds few goroutines.
-func (c *Client) worker() {
+// requeue puts calls back at the front of the queue, in order: a server
+// closed the connection they were pipelined on without processing them.
+func (c *Client) requeue(calls []*Call) {
 	c.mu.Lock()
+	for i := len(calls) - 1; i >= 0; i-- {
+		call := calls[i]
+		call.next = c.head
+		c.head = call
+		if c.tail == nil {
+			c.tail = call
+		}
+		c.queued++
+	}
+	spawn := c.idle == 0 && c.workers < c.cfg.MaxConns
+	if spawn {
+		c.workers++
+		c.starting++
+	} else if c.idle > 0 {
+		c.cond.Broadcast()
+	}
+	c.mu.Unlock()
+	if spawn {
+		go c.worker()
+	}
+}
+
+// worker runs calls until Close. Workers are started on demand, at most
+// MaxConns of them, so an idle bridge holds few goroutines. With
+// pipelining a worker owns a connection and takes up to Pipeline waiting
+// calls at a time; otherwise it takes one and lets HostClient pick the
+// connection.
+func (c *Client) worker() {
+	var p *pconn
+	var batch []*Call
+	var errs []error
+	if c.cfg.Pipeline > 1 {
+		p = &pconn{}
+		batch = make([]*Call, 0, c.cfg.Pipeline)
+		errs = make([]error, c.cfg.Pipeline)
+	}
+	c.mu.Lock()
+	c.starting--
 	for {
 		for c.head == nil && !c.closed {
 			c.idle++
@@ -198,19 +247,46 @@ func (c *Client) worker() {
 		if c.head == nil && c.closed {
 			c.workers--
 			c.mu.Unlock()
+			if p != nil {
+				p.close()
+			}
 			return
 		}
-		call := c.head
-		c.head = call.next
-		if c.head == nil {
-			c.tail = nil
+		if p == nil {
+			call := c.pop()
+			c.mu.Unlock()
+			c.do(call)
+		} else {
+			// Leave a call for every idle worker (woken ones included:
+			// they count as idle until they hold the lock) and every
+			// worker still starting: a batch is only what no free
+			// connection could take now.
+			n := 1
+			if !c.noPipeline.Load() {
+				n = max(1, min(c.queued-c.idle-c.starting, c.cfg.Pipeline))
+			}
+			batch = batch[:0]
+			for range n {
+				batch = append(batch, c.pop())
+			}
+			c.mu.Unlock()
+			c.doBatch(p, batch, errs)
+			clear(batch) // do not keep finished calls reachable
 		}
-		call.next = nil
-		c.queued--
-		c.mu.Unlock()
-		c.do(call)
 		c.mu.Lock()
 	}
+}
+
+// pop takes the call at the head of the non-empty queue; c.mu is held.
+func (c *Client) pop() *Call {
+	call := c.head
+	c.head = call.next
+	if c.head == nil {
+		c.tail = nil
+	}
+	call.next = nil
+	c.queued--
+	return call
 }
 
 func (c *Client) do(call *Call) {
@@ -218,7 +294,13 @@ func (c *Client) do(call *Call) {
 	if call.start.IsZero() {
 		call.start = start
 	}
-	err := c.hc.DoTimeout(&call.Req, &call.Resp, c.cfg.Timeout)
+	c.finish(call, start, c.hc.DoTimeout(&call.Req, &call.Resp, c.cfg.Timeout))
+}
+
+// finish classifies an attempt that started at start and ended with err
+// (nil when the backend answered), then completes the call or schedules
+// a DELETE's retry.
+func (c *Client) finish(call *Call, start time.Time, err error) {
 	call.Err = err
 	call.Outcome = c.classify(call)
 	c.observe(call, time.Since(start))

@@ -20,6 +20,7 @@ type options struct {
 	admin           string
 	adminToken      string
 	backendMaxConns int
+	backendPipeline int
 	backendTimeout  time.Duration
 	pprof           bool
 	cpuProfile      string
@@ -83,6 +84,9 @@ func parseOptions(args, env []string) (*options, error) {
 	// 1024 sockets keep a PHP-FPM or Puma pool busy without queueing in
 	// the kernel; they count against the same open-files limit as clients.
 	fs.IntVar(&o.backendMaxConns, "backend-max-conns", 1024, "most sockets to the backend; more calls queue")
+	// 1: PHP-FPM, Puma and Node serve one request per connection at a time
+	// anyway, and a pipelined request would wait behind a slow neighbour.
+	fs.IntVar(&o.backendPipeline, "backend-pipeline", 1, "requests one backend connection may carry at once when all -backend-max-conns are busy (HTTP/1.1 pipelining; 1 = off). Saves CPU against a fast backend; see docs/tuning.md")
 	fs.DurationVar(&o.backendTimeout, "backend-timeout", 60*time.Second, "per backend request; also bounds how long a reconnect waits for the previous DELETE")
 	fs.IntVar(&e.MaxConns, "max-conns", 0, "WebSocket connections; above it upgrades get 503 and /readyz 503 (0 = no limit)")
 	e.MaxMessage = 1 << 20
@@ -166,6 +170,9 @@ func parseOptions(args, env []string) (*options, error) {
 	}
 	if o.backendMaxConns <= 0 {
 		errs = append(errs, errors.New("-backend-max-conns must be positive"))
+	}
+	if o.backendPipeline < 1 || o.backendPipeline > 1024 {
+		errs = append(errs, errors.New("-backend-pipeline must be between 1 and 1024"))
 	}
 	if o.backendTimeout <= 0 {
 		errs = append(errs, errors.New("-backend-timeout must be positive"))

@@ -74,6 +74,7 @@ func run(o *options) error {
 	backend, err := bridge.New(bridge.Config{
 		Backend:  o.backend,
 		MaxConns: o.backendMaxConns,
+		Pipeline: o.backendPipeline,
 		Timeout:  o.backendTimeout,
 		Observe:  metrics.ObserveBackend,
 		Logger:   log.Named("bridge"),

@@ -1,0 +1,205 @@
+package bridge
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Pipelining (Config.Pipeline > 1).
+//
+// Each worker owns one backend connection. When every worker is busy and
+// calls queue up, the next worker to come free takes up to Pipeline of
+// them at once: it writes all the requests with one write, reads the
+// answers in order (usually with one read, since a keep-alive server that
+// finds several requests in its buffer answers them together), and only
+// then hands the results to the event loops, which wakes each loop once
+// for the whole batch. Against a fast backend this divides the backend
+// syscalls, netpoll wake-ups and loop wake-ups of a message by the batch
+// size, which is where most of a bridge's CPU goes.
+//
+// Requests and responses are still written and parsed by fasthttp
+// (Request.Write, Response.Read); only the connection handling is ours,
+// because fasthttp's HostClient sends one request per connection at a
+// time and its PipelineClient hands every request between three
+// goroutines.
+//
+// The rules that keep it safe (RFC 9112 §9.3.2):
+//   - A batch is only formed from calls that are already waiting while all
+//     -backend-max-conns connections are busy, so pipelining never takes
+//     parallelism away from a slow backend; it only sends work the backend
+//     would otherwise see later.
+//   - A response with "Connection: close" (or an HTTP/1.0 one without
+//     keep-alive) means the server did not and will not process what
+//     follows on that connection: those requests are queued again, at the
+//     front, and sent on a fresh connection. A backend that closes after
+//     its first answer is not pipelined to again.
+//   - A connection that fails (reset, EOF, timeout) fails every request on
+//     it that has no answer yet, exactly as a failed call on HostClient
+//     does: a POST is never sent twice, DELETEs are retried as always.
+
+// pconn is one worker's backend connection.
+type pconn struct {
+	nc     net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	used   time.Time // last answer read
+	served int       // answers read on nc
+}
+
+func (p *pconn) close() {
+	if p.nc != nil {
+		_ = p.nc.Close()
+		p.nc = nil
+	}
+}
+
+var userAgent = []byte("wsbridge")
+
+// dial opens p's connection, with the same timeout as a call.
+func (c *Client) dial(p *pconn, deadline time.Time) error {
+	d := net.Dialer{Deadline: deadline, KeepAlive: 30 * time.Second}
+	var nc net.Conn
+	var err error
+	if c.hc.IsTLS {
+		td := tls.Dialer{NetDialer: &d, Config: &tls.Config{ServerName: hostOnly(c.hc.Addr), MinVersion: tls.VersionTLS12}}
+		nc, err = td.Dial("tcp", c.hc.Addr)
+	} else {
+		nc, err = d.Dial("tcp", c.hc.Addr)
+	}
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return fasthttp.ErrDialTimeout
+		}
+		return fmt.Errorf("bridge: dial %s: %w", c.hc.Addr, err)
+	}
+	p.nc = nc
+	if p.br == nil {
+		p.br = bufio.NewReaderSize(nc, c.hc.ReadBufferSize)
+		p.bw = bufio.NewWriterSize(nc, c.hc.WriteBufferSize)
+	} else {
+		p.br.Reset(nc)
+		p.bw.Reset(nc)
+	}
+	p.served = 0
+	p.used = time.Now()
+	return nil
+}
+
+func hostOnly(addr string) string {
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return h
+}
+
+// timeoutErr maps any timeout to fasthttp.ErrTimeout, as HostClient does,
+// so classify needs to know one error.
+func timeoutErr(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fasthttp.ErrTimeout
+	}
+	return err
+}
+
+// doBatch sends batch on p's connection and completes every call in it,
+// except those the server declined by closing: they are queued again.
+func (c *Client) doBatch(p *pconn, batch []*Call, errs []error) {
+	start := time.Now()
+	for _, call := range batch {
+		if call.start.IsZero() {
+			call.start = start
+		}
+	}
+	deadline := start.Add(c.cfg.Timeout)
+	if p.nc != nil && start.Sub(p.used) > c.hc.MaxIdleConnDuration {
+		p.close() // the server may be about to drop it: do not bet a POST on it
+	}
+	if p.nc == nil {
+		if err := c.dial(p, deadline); err != nil {
+			for _, call := range batch {
+				c.finish(call, start, err)
+			}
+			return
+		}
+	}
+
+	// Write every request, then flush once.
+	err := p.nc.SetWriteDeadline(deadline)
+	for _, call := range batch {
+		if err != nil {
+			break
+		}
+		call.Req.URI().DisablePathNormalizing = true
+		if len(call.Req.Header.UserAgent()) == 0 {
+			call.Req.Header.SetUserAgentBytes(userAgent)
+		}
+		err = call.Req.Write(p.bw)
+	}
+	if err == nil {
+		err = p.bw.Flush()
+	}
+	if err != nil {
+		err = timeoutErr(err)
+		p.close()
+		for _, call := range batch {
+			c.finish(call, start, err)
+		}
+		return
+	}
+
+	// Read the answers in order.
+	answered := len(batch)
+	closed := false
+	if err = p.nc.SetReadDeadline(deadline); err != nil {
+		answered = 0
+	}
+	for i := 0; err == nil && i < len(batch); i++ {
+		call := batch[i]
+		call.Resp.Reset()
+		if err = call.Resp.Read(p.br); err != nil {
+			err = timeoutErr(err)
+			answered = i
+			break
+		}
+		p.served++
+		errs[i] = nil
+		// Identity bodies end with the connection: nothing can follow.
+		if call.Resp.ConnectionClose() || call.Resp.Header.ContentLength() == -2 {
+			closed = true
+			answered = i + 1
+			break
+		}
+	}
+	p.used = time.Now()
+	if err != nil || closed {
+		if closed && answered < len(batch) && p.served <= 1 {
+			c.noPipeline.Store(true)
+		}
+		p.close()
+	}
+	var again []*Call
+	if closed {
+		again = batch[answered:]
+	} else {
+		for i := answered; i < len(batch); i++ {
+			errs[i] = err
+		}
+		answered = len(batch)
+	}
+	// Complete in a burst: each event loop is woken once for the lot.
+	for i, call := range batch[:answered] {
+		c.finish(call, start, errs[i])
+	}
+	if len(again) > 0 {
+		c.requeue(again)
+	}
+}

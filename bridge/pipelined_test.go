@@ -1,0 +1,366 @@
+package bridge
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// done collects finished calls.
+type done chan *Call
+
+func (d done) Complete(c *Call) { d <- c }
+
+func (d done) wait(t *testing.T, n int) []*Call {
+	t.Helper()
+	out := make([]*Call, 0, n)
+	deadline := time.After(10 * time.Second)
+	for len(out) < n {
+		select {
+		case c := <-d:
+			out = append(out, c)
+		case <-deadline:
+			t.Fatalf("%d of %d calls finished", len(out), n)
+		}
+	}
+	return out
+}
+
+func newClient(t *testing.T, addr string, cfg Config) *Client {
+	t.Helper()
+	cfg.Backend = "http://" + addr + "/api/"
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func post(c *Client, owner Completer, id, body string) *Call {
+	call := AcquireCall()
+	call.Owner = owner
+	c.PreparePOST(call, Ids{ClientID: []byte(id), ConnID: []byte("1")}, false)
+	call.Req.SetBodyString(body)
+	return call
+}
+
+// submitAll queues calls before any worker can take one, so a worker
+// with free pipeline depth sees all of them at once.
+func submitAll(c *Client, calls []*Call) {
+	c.mu.Lock()
+	for _, call := range calls {
+		c.pending.Add(1)
+		if c.tail == nil {
+			c.head = call
+		} else {
+			c.tail.next = call
+		}
+		c.tail = call
+		c.queued++
+	}
+	spawn := c.idle == 0 && c.workers < c.cfg.MaxConns
+	if spawn {
+		c.workers++
+		c.starting++
+	} else {
+		c.cond.Broadcast()
+	}
+	c.mu.Unlock()
+	if spawn {
+		go c.worker()
+	}
+}
+
+// countingListener counts the reads the server side makes: pipelined
+// requests arrive many to a read.
+type countingListener struct {
+	net.Listener
+	reads, conns atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.conns.Add(1)
+		c = &countingConn{Conn: c, l: l}
+	}
+	return c, err
+}
+
+type countingConn struct {
+	net.Conn
+	l *countingListener
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.l.reads.Add(1)
+	}
+	return n, err
+}
+
+func echoServer(t *testing.T, h fasthttp.RequestHandler) *countingListener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &countingListener{Listener: ln}
+	if h == nil {
+		h = func(ctx *fasthttp.RequestCtx) { ctx.SetBody(ctx.PostBody()) }
+	}
+	srv := &fasthttp.Server{Handler: h}
+	go srv.Serve(cl) //nolint:errcheck
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return cl
+}
+
+func TestPipelineBatches(t *testing.T) {
+	ln := echoServer(t, nil)
+	c := newClient(t, ln.Addr().String(), Config{MaxConns: 2, Pipeline: 16, Timeout: 5 * time.Second})
+	d := make(done, 400)
+	const n = 400
+	for i := range n {
+		c.Submit(post(c, d, "id"+strconv.Itoa(i), "message "+strconv.Itoa(i)))
+	}
+	for _, call := range d.wait(t, n) {
+		if call.Outcome != OutcomeOK {
+			t.Fatalf("outcome %s: %v", call.Outcome, call.Err)
+		}
+		id := string(call.Req.URI().LastPathSegment())
+		if want := "message " + id[2:]; string(call.Resp.Body()) != want {
+			t.Fatalf("%s got %q, want %q", id, call.Resp.Body(), want)
+		}
+		ReleaseCall(call)
+	}
+	if got := ln.conns.Load(); got > 2 {
+		t.Fatalf("%d backend connections, want at most 2", got)
+	}
+	// One request per read would be 400 reads.
+	if got := ln.reads.Load(); got > n/3 {
+		t.Fatalf("the backend read %d times for %d requests: they were not pipelined", got, n)
+	}
+	t.Logf("%d requests in %d reads on %d connections", n, ln.reads.Load(), ln.conns.Load())
+}
+
+// A batch never takes a call a free connection could carry: a slow
+// backend keeps its parallelism.
+func TestPipelineKeepsParallelism(t *testing.T) {
+	var inside, most atomic.Int64
+	ln := echoServer(t, func(ctx *fasthttp.RequestCtx) {
+		now := inside.Add(1)
+		for m := most.Load(); now > m && !most.CompareAndSwap(m, now); m = most.Load() {
+		}
+		// Hold every request until four are inside at once (or give up).
+		for end := time.Now().Add(3 * time.Second); most.Load() < 4 && time.Now().Before(end); {
+			time.Sleep(time.Millisecond)
+		}
+		inside.Add(-1)
+		ctx.SetBody(ctx.PostBody())
+	})
+	c := newClient(t, ln.Addr().String(), Config{MaxConns: 4, Pipeline: 8, Timeout: 5 * time.Second})
+	d := make(done, 4)
+	for i := range 4 {
+		c.Submit(post(c, d, "p"+strconv.Itoa(i), "x"))
+	}
+	for _, call := range d.wait(t, 4) {
+		if call.Outcome != OutcomeOK {
+			t.Fatalf("outcome %s: %v", call.Outcome, call.Err)
+		}
+		ReleaseCall(call)
+	}
+	if got := most.Load(); got != 4 {
+		t.Fatalf("at most %d requests were at the backend at once, want 4: a batch took calls free connections could carry", got)
+	}
+}
+
+// rawServer runs serve for every connection and counts the requests it
+// reads, by ClientId.
+type rawServer struct {
+	ln   net.Listener
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func newRawServer(t *testing.T, serve func(s *rawServer, c net.Conn, br *bufio.Reader)) *rawServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &rawServer{ln: ln, seen: map[string]int{}}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				serve(s, c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	return s
+}
+
+// read reads one request and returns its ClientId and body.
+func (s *rawServer) read(br *bufio.Reader) (id, body string, err error) {
+	var req fasthttp.Request
+	if err := req.Read(br); err != nil {
+		return "", "", err
+	}
+	id = string(req.URI().LastPathSegment())
+	s.mu.Lock()
+	s.seen[id]++
+	s.mu.Unlock()
+	return id, string(req.Body()), nil
+}
+
+func (s *rawServer) count(id string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seen[id]
+}
+
+func answer(c net.Conn, body string, close bool) {
+	hdr := ""
+	if close {
+		hdr = "Connection: close\r\n"
+	}
+	fmt.Fprintf(c, "HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n%s", hdr, len(body), body)
+}
+
+// A server that answers one request per connection with "Connection:
+// close" has processed nothing pipelined behind it: those requests are
+// sent again on new connections, each exactly once in the end.
+func TestPipelineConnectionClose(t *testing.T) {
+	s := newRawServer(t, func(s *rawServer, c net.Conn, br *bufio.Reader) {
+		_, body, err := s.read(br)
+		if err != nil {
+			return
+		}
+		answer(c, body, true)
+		// A well-behaved server half-closes and drains what follows
+		// (nginx's lingering close) so the answer is not lost to a reset.
+		c.(*net.TCPConn).CloseWrite()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.Copy(io.Discard, br)
+	})
+	c := newClient(t, s.ln.Addr().String(), Config{MaxConns: 1, Pipeline: 8, Timeout: 5 * time.Second})
+	d := make(done, 5)
+	calls := make([]*Call, 5)
+	for i := range calls {
+		calls[i] = post(c, d, "c"+strconv.Itoa(i), "m"+strconv.Itoa(i))
+	}
+	submitAll(c, calls)
+	for _, call := range d.wait(t, 5) {
+		id := string(call.Req.URI().LastPathSegment())
+		if call.Outcome != OutcomeOK || string(call.Resp.Body()) != "m"+id[1:] {
+			t.Fatalf("%s: outcome %s body %q err %v", id, call.Outcome, call.Resp.Body(), call.Err)
+		}
+		if n := s.count(id); n != 1 {
+			t.Fatalf("%s reached the backend %d times, want 1", id, n)
+		}
+		ReleaseCall(call)
+	}
+	if !c.noPipeline.Load() {
+		t.Fatal("a backend that closes after every answer is still pipelined to")
+	}
+}
+
+// A connection that breaks fails every request on it without an answer,
+// and none is sent twice: the backend may have processed them.
+func TestPipelineBrokenConnection(t *testing.T) {
+	s := newRawServer(t, func(s *rawServer, c net.Conn, br *bufio.Reader) {
+		var first string
+		for i := range 4 {
+			_, body, err := s.read(br)
+			if err != nil {
+				return
+			}
+			if i == 0 {
+				first = body
+			}
+		}
+		answer(c, first, false)
+		c.(*net.TCPConn).SetLinger(0) // reset: no goodbye
+	})
+	c := newClient(t, s.ln.Addr().String(), Config{MaxConns: 1, Pipeline: 8, Timeout: 5 * time.Second})
+	d := make(done, 4)
+	calls := make([]*Call, 4)
+	for i := range calls {
+		calls[i] = post(c, d, "b"+strconv.Itoa(i), "m"+strconv.Itoa(i))
+	}
+	submitAll(c, calls)
+	got := map[string]Outcome{}
+	for _, call := range d.wait(t, 4) {
+		got[string(call.Req.URI().LastPathSegment())] = call.Outcome
+		ReleaseCall(call)
+	}
+	want := map[string]Outcome{"b0": OutcomeOK, "b1": OutcomeUnreachable, "b2": OutcomeUnreachable, "b3": OutcomeUnreachable}
+	for id, o := range want {
+		if got[id] != o {
+			t.Fatalf("%s: outcome %q, want %q (all: %v)", id, got[id], o, got)
+		}
+		if n := s.count(id); n != 1 {
+			t.Fatalf("%s reached the backend %d times, want 1", id, n)
+		}
+	}
+}
+
+// A backend that reads and never answers times the whole batch out.
+func TestPipelineTimeout(t *testing.T) {
+	s := newRawServer(t, func(s *rawServer, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, _, err := s.read(br); err != nil {
+				return
+			}
+		}
+	})
+	c := newClient(t, s.ln.Addr().String(), Config{MaxConns: 1, Pipeline: 8, Timeout: 300 * time.Millisecond})
+	d := make(done, 3)
+	calls := make([]*Call, 3)
+	for i := range calls {
+		calls[i] = post(c, d, "t"+strconv.Itoa(i), "m")
+	}
+	submitAll(c, calls)
+	for _, call := range d.wait(t, 3) {
+		if call.Outcome != OutcomeTimeout {
+			t.Fatalf("outcome %q (%v), want timeout", call.Outcome, call.Err)
+		}
+		ReleaseCall(call)
+	}
+}
+
+// Nothing listening: every call fails as unreachable, none hangs.
+func TestPipelineUnreachable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	c := newClient(t, addr, Config{MaxConns: 2, Pipeline: 8, Timeout: 2 * time.Second})
+	d := make(done, 5)
+	for i := range 5 {
+		c.Submit(post(c, d, "u"+strconv.Itoa(i), "m"))
+	}
+	for _, call := range d.wait(t, 5) {
+		if call.Outcome != OutcomeUnreachable {
+			t.Fatalf("outcome %q (%v), want unreachable", call.Outcome, call.Err)
+		}
+		ReleaseCall(call)
+	}
+}
