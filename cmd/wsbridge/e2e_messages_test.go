@@ -107,9 +107,18 @@ func TestMessages(t *testing.T) {
 
 // TestConcurrentConnections: 50 clients, each with its own ClientId and
 // numbered messages, never see each other's replies.
-func TestConcurrentConnections(t *testing.T) {
+func TestConcurrentConnections(t *testing.T) { testConcurrent(t) }
+
+// TestConcurrentPipelined: the same through two backend connections
+// carrying up to 8 pipelined requests each.
+func TestConcurrentPipelined(t *testing.T) {
+	// All 50 upgrade at once: no admission limit in the way.
+	testConcurrent(t, "-backend-max-conns", "2", "-backend-pipeline", "8", "-max-pending-upgrades", "0")
+}
+
+func testConcurrent(t *testing.T, args ...string) {
 	b := newBackend(t, backend.Options{Sequenced: true})
-	p := startBridge(t, b.URL)
+	p := startBridge(t, b.URL, args...)
 	var wg sync.WaitGroup
 	errs := make(chan error, 50)
 	for i := range 50 {
@@ -154,6 +163,9 @@ func TestConcurrentConnections(t *testing.T) {
 		}
 		return nil
 	})
+	if v := b.Violations.Load(); v != 0 {
+		t.Fatalf("%d lifecycle or ordering violations at the backend", v)
+	}
 }
 
 func TestPush(t *testing.T) {

@@ -101,7 +101,7 @@ func parseOptions(args, env []string) (*options, error) {
 	fs.Float64Var(&e.AcceptRate, "accept-rate", 0, "upgrades per second admitted before the backend is asked (0 = off)")
 	fs.IntVar(&e.AcceptBurst, "accept-burst", 0, "upgrades admitted at once above -accept-rate (0 = one second's worth)")
 	maxPending := -1
-	fs.IntVar(&maxPending, "max-pending-upgrades", -1, "upgrades waiting for the backend's GET at once; more get 503 with Retry-After (-1 = half of -backend-max-conns, 0 = no limit)")
+	fs.IntVar(&maxPending, "max-pending-upgrades", -1, "upgrades waiting for the backend's GET at once; more get 503 with Retry-After (-1 = half of -backend-max-conns × -backend-pipeline, 0 = no limit)")
 	fs.DurationVar(&e.DrainTimeout, "drain-timeout", 30*time.Second, "graceful shutdown window on SIGTERM")
 	fs.DurationVar(&e.DrainDelay, "drain-delay", 0, "on SIGTERM, wait this long (readiness 503, listener stopped) before closing clients: the balancer's health-check detection time, e.g. 2s (0 = start at once)")
 	fs.BoolVar(&e.ReusePort, "reuseport", false, "SO_REUSEPORT: zero-downtime restarts and several processes on one port")
@@ -142,12 +142,14 @@ func parseOptions(args, env []string) (*options, error) {
 	// per backend socket (~64 MiB of request state) before senders are
 	// closed with 1013 instead of the bridge's memory growing behind a
 	// stalled backend.
-	e.MaxQueued = 32 * o.backendMaxConns
-	// By default a reconnect storm may use half the backend's sockets for
+	// With pipelining every socket carries up to -backend-pipeline calls.
+	inFlight := o.backendMaxConns * max(1, o.backendPipeline)
+	e.MaxQueued = 32 * inFlight
+	// By default a reconnect storm may use half the backend's capacity for
 	// GETs; the other half keeps serving the messages of connected clients.
 	e.MaxPending = maxPending
 	if maxPending < 0 {
-		e.MaxPending = max(1, o.backendMaxConns/2)
+		e.MaxPending = max(1, inFlight/2)
 	}
 	e.HoldTimeout = o.backendTimeout
 	for _, s := range splitList(origins) {

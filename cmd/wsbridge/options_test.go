@@ -16,6 +16,8 @@ func TestOptionsDefaults(t *testing.T) {
 	requireEqual(t, "backend", o.backend, "http://127.0.0.1:8000/")
 	requireEqual(t, "admin", o.admin, "127.0.0.1:7002")
 	requireEqual(t, "backend-max-conns", o.backendMaxConns, 1024)
+	requireEqual(t, "backend-pipeline", o.backendPipeline, 1)
+	requireEqual(t, "max-pending-upgrades", o.engine.MaxPending, 512)
 	requireEqual(t, "backend-timeout", o.backendTimeout, 60*time.Second)
 	requireEqual(t, "max-message", o.engine.MaxMessage, int64(1<<20))
 	requireEqual(t, "ping-interval", o.engine.PingInterval, 30*time.Second)
@@ -64,6 +66,7 @@ func TestOptionsErrors(t *testing.T) {
 		{nil, []string{"WSBRIDGE_MAX_CONNS=many"}, "WSBRIDGE_MAX_CONNS"},
 		{[]string{"-trusted-proxies", "not-a-cidr"}, nil, "-trusted-proxies"},
 		{[]string{"-backend-max-conns", "0"}, nil, "-backend-max-conns"},
+		{[]string{"-backend-pipeline", "0"}, nil, "-backend-pipeline"},
 		{[]string{"-log-format", "xml"}, nil, "-log-format"},
 		{[]string{"-nonsense"}, nil, "not defined"},
 		{[]string{"stray"}, nil, "unexpected arguments"},
@@ -82,4 +85,15 @@ func TestParseSize(t *testing.T) {
 			t.Errorf("parseSize(%q): got %d, %v, want %d", in, got, err, want)
 		}
 	}
+}
+
+// Pipelining multiplies what the backend sockets carry, and so the
+// default admission and queue bounds.
+func TestOptionsPipelineBounds(t *testing.T) {
+	o, err := parseOptions([]string{"-backend-max-conns", "16", "-backend-pipeline", "8"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireEqual(t, "max-pending-upgrades", o.engine.MaxPending, 64)
+	requireEqual(t, "queued messages", o.engine.MaxQueued, 32*128)
 }
