@@ -38,8 +38,24 @@ func start(tb testing.TB, cfg engine.Config, bopts backend.Options) *harness {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = b.Close() })
+	// Registered before the engine's cleanup, so it runs after the
+	// shutdown's DELETEs.
+	tb.Cleanup(func() {
+		if v := b.Violations.Load(); v != 0 {
+			tb.Errorf("backend saw %d violations, last: %s", v, b.LastViolation())
+		}
+	})
+	h := startEngine(tb, cfg, b.URL)
+	h.b = b
+	return h
+}
+
+// startEngine runs an in-process bridge (engine, bridge client, admin API)
+// in front of the backend at backendURL; h.b is nil.
+func startEngine(tb testing.TB, cfg engine.Config, backendURL string) *harness {
+	tb.Helper()
 	m := engine.NewMetrics()
-	bc, err := bridge.New(bridge.Config{Backend: b.URL, MaxConns: 64, Timeout: 10 * time.Second, Observe: m.ObserveBackend})
+	bc, err := bridge.New(bridge.Config{Backend: backendURL, MaxConns: 64, Timeout: 10 * time.Second, Observe: m.ObserveBackend})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -68,11 +84,8 @@ func start(tb testing.TB, cfg engine.Config, bopts backend.Options) *harness {
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 		bc.Close()
-		if v := b.Violations.Load(); v != 0 {
-			tb.Errorf("backend saw %d violations, last: %s", v, b.LastViolation())
-		}
 	})
-	return &harness{srv: srv, b: b, adminLn: ln}
+	return &harness{srv: srv, adminLn: ln}
 }
 
 func (h *harness) push(tb testing.TB, id string, body []byte) int {

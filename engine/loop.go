@@ -32,15 +32,16 @@ type task struct {
 }
 
 // loop is wsbridge's state for one gnet event loop. The mailbox fields
-// (mu, tasks, woken) may be touched from any goroutine; everything else
-// belongs to the loop's goroutine.
+// (mu, tasks, woken, wakes) may be touched from any goroutine; everything
+// else belongs to the loop's goroutine.
 type loop struct {
 	srv *Server
 	el  gnet.EventLoop
 
 	mu    sync.Mutex
 	tasks []task
-	woken bool // a Run is scheduled and has not yet taken the tasks
+	woken bool   // a Run is scheduled and has not yet taken the tasks
+	wakes uint64 // EventLoop.Execute calls, each of which allocates in gnet (see TestRoundTripAllocs)
 
 	spare   []task
 	now     int64 // ticks since the server started, updated on each tick
@@ -64,6 +65,9 @@ func (l *loop) post(t task) {
 	l.tasks = append(l.tasks, t)
 	wake := !l.woken
 	l.woken = true
+	if wake {
+		l.wakes++
+	}
 	l.mu.Unlock()
 	if wake {
 		if err := l.el.Execute(context.Background(), l); err != nil {
