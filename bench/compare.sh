@@ -3,9 +3,13 @@
 # same protocol, measured back to back on this machine with the same load
 # generator and mock backend (BENCHMARKS.md shows the results).
 #
-#   bench/compare.sh                         # wsbridge only
+#   bench/compare.sh                         # wsbridge only (defaults, then pipelined)
 #   bench/compare.sh --peer /path/to/binary  # and a peer, e.g. ws2api's wsproxy
 #   bench/compare.sh --ramp                  # the 250,000-connection ramp (wsbridge)
+#
+# wsbridge is measured twice: with its defaults, and tuned for a fast
+# backend as docs/tuning.md describes ($PIPELINED, by default 16 backend
+# connections carrying up to 16 pipelined requests each).
 #
 # Everything runs inside a network namespace of its own with only a
 # loopback interface, so a peer that binds every interface is still
@@ -17,7 +21,7 @@
 # Results: one JSON line per run and a summary table in $OUT.
 set -euo pipefail
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 peer="" ramp=0 out=""
 while (($#)); do
@@ -127,9 +131,15 @@ measure() {
       p50_ms:.rtt_ms.p50, p90_ms:.rtt_ms.p90, p99_ms:.rtt_ms.p99, max_ms:.rtt_ms.max, errors}' \
     "$out/$name-fixed.json" >>"$out/results.jsonl"
 
-  # 4. Upgrades per second: connect, upgrade, close, 100 at a time.
+  # 4. Upgrades per second: connect, upgrade, close, 100 at a time. The
+  # load generator and the backend share the two cores, so the bridge's
+  # CPU per upgrade is reported too.
+  c0=$(cpu_ticks "$pid")
   wsbench handshake -url ws://127.0.0.1:7001 -conns 100 -duration 10s -prefix hs >"$out/$name-handshake.json"
-  jq -c --arg n "$name" '{bridge:$n, run:"handshake", upgrades_per_sec:(.upgrades_per_sec|floor),
+  c1=$(cpu_ticks "$pid")
+  jq -c --arg n "$name" --argjson t "$((c1 - c0))" --argjson clk "$clk" \
+    '{bridge:$n, run:"handshake", upgrades_per_sec:(.upgrades_per_sec|floor), cpu_seconds:($t/$clk),
+      upgrades_per_cpu_second:(.upgrades / ($t/$clk) | floor),
       p50_ms:.upgrade_ms.p50, p99_ms:.upgrade_ms.p99, errors}' "$out/$name-handshake.json" >>"$out/results.jsonl"
 
   # 5. Pushes per second: 5,000 clients, backend-initiated POST /<id>.
@@ -145,16 +155,19 @@ measure() {
 # every 10 s (25,000 msg/s), held a minute. One process may hold at most
 # ~19,900 sockets here, so 16 bridge processes share the port with
 # -reuseport and wsbench spreads its clients over worker processes.
-# RAMP_CONNS, RAMP_TIME, RAMP_INTERVAL and RAMP_HOLD change the shape.
+# RAMP_CONNS, RAMP_TIME, RAMP_INTERVAL and RAMP_HOLD change the shape;
+# RAMP_BRIDGE_ARGS adds wsbridge flags (e.g. the pipelined tuning).
 ramp250k() {
   local procs=16 i pids=()
   local conns=${RAMP_CONNS:-250000} over=${RAMP_TIME:-60} every=${RAMP_INTERVAL:-10} hold=${RAMP_HOLD:-60}
   "$bin/wsbench" backend -listen 127.0.0.1:8000 >"$out/ramp-backend.log" 2>&1 &
   local backend=$!
   wait_port 8000
+  local extra
+  read -r -a extra <<<"${RAMP_BRIDGE_ARGS:-}"
   for ((i = 0; i < procs; i++)); do
     "$bin/wsbridge" -listen 127.0.0.1:7001 -reuseport -admin "127.0.0.1:$((7100 + i))" \
-      -backend http://127.0.0.1:8000/ -backend-max-conns 256 -loops 1 -log-level warn \
+      -backend http://127.0.0.1:8000/ -backend-max-conns 256 -loops 1 -log-level warn "${extra[@]}" \
       >"$out/ramp-bridge-$i.log" 2>&1 &
     pids+=($!)
   done
@@ -185,6 +198,9 @@ if ((ramp)); then
 else
   measure wsbridge 127.0.0.1:7002 "$bin/wsbridge" -listen 127.0.0.1:7001 -admin 127.0.0.1:7002 \
     -backend http://127.0.0.1:8000/ -log-level warn
+  # shellcheck disable=SC2086 # $PIPELINED is a list of flags
+  measure wsbridge-pipelined 127.0.0.1:7002 "$bin/wsbridge" -listen 127.0.0.1:7001 -admin 127.0.0.1:7002 \
+    -backend http://127.0.0.1:8000/ -log-level warn ${PIPELINED:--backend-max-conns 16 -backend-pipeline 16 -max-pending-upgrades 512}
   [[ -n $peer ]] && measure peer 127.0.0.1:7001 "$peer"
 fi
 echo
