@@ -59,12 +59,23 @@ type Call struct {
 	Err error
 	// Outcome classifies the finished call; it is also the metric label.
 	Outcome Outcome
+	// Received is for the engine: when the message this POST carries was
+	// read whole (Now). Sent and Answered are set by the worker for the
+	// last attempt: when its request started out and when its answer had
+	// been read (0 if it got none). Received to the reply's write, minus
+	// Answered − Sent, is the latency the bridge itself adds.
+	Received, Sent, Answered int64
 
 	next    *Call // queue link: worker queue or a Pipeline
 	attempt uint8
 	start   time.Time
 	scratch []byte // URI and header value building, reused
 }
+
+var epoch = time.Now()
+
+// Now is a monotonic clock in nanoseconds for the Call timestamps.
+func Now() int64 { return int64(time.Since(epoch)) }
 
 var callPool = sync.Pool{New: func() any { return new(Call) }}
 
@@ -80,6 +91,7 @@ func ReleaseCall(c *Call) {
 	c.Owner = nil
 	c.Err = nil
 	c.Outcome = ""
+	c.Received, c.Sent, c.Answered = 0, 0, 0
 	c.next = nil
 	c.attempt = 0
 	c.start = time.Time{}

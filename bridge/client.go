@@ -294,7 +294,12 @@ func (c *Client) do(call *Call) {
 	if call.start.IsZero() {
 		call.start = start
 	}
-	c.finish(call, start, c.hc.DoTimeout(&call.Req, &call.Resp, c.cfg.Timeout))
+	call.Sent, call.Answered = Now(), 0
+	err := c.hc.DoTimeout(&call.Req, &call.Resp, c.cfg.Timeout)
+	if err == nil {
+		call.Answered = Now()
+	}
+	c.finish(call, start, err)
 }
 
 // finish classifies an attempt that started at start and ended with err

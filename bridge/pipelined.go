@@ -114,10 +114,12 @@ func timeoutErr(err error) error {
 // except those the server declined by closing: they are queued again.
 func (c *Client) doBatch(p *pconn, batch []*Call, errs []error) {
 	start := time.Now()
+	sent := Now()
 	for _, call := range batch {
 		if call.start.IsZero() {
 			call.start = start
 		}
+		call.Sent, call.Answered = sent, 0
 	}
 	deadline := start.Add(c.cfg.Timeout)
 	if p.nc != nil && start.Sub(p.used) > c.hc.MaxIdleConnDuration {
@@ -171,6 +173,7 @@ func (c *Client) doBatch(p *pconn, batch []*Call, errs []error) {
 			break
 		}
 		p.served++
+		call.Answered = Now()
 		errs[i] = nil
 		// Identity bodies end with the connection: nothing can follow.
 		if call.Resp.ConnectionClose() || call.Resp.Header.ContentLength() == -2 {

@@ -523,6 +523,7 @@ func (c *conn) backlogged() bool {
 func (c *conn) enqueue(m *bridge.Call) {
 	s := c.l.srv
 	if c.pipe.Push(m) {
+		m.Received = bridge.Now()
 		s.backend.Submit(m)
 		return
 	}
@@ -539,11 +540,16 @@ func (c *conn) onPOST(call *bridge.Call) {
 			}
 			c.sendFrame(op, body)
 			s.metrics.messagesOut.Inc()
+			if call.Answered != 0 && call.Received != 0 {
+				added := bridge.Now() - call.Received - (call.Answered - call.Sent)
+				s.metrics.added.Observe(float64(added) / 1e9)
+			}
 		}
 	}
 	bridge.ReleaseCall(call)
 	if next := c.pipe.Done(); next != nil {
 		s.queued.Add(-1)
+		next.Received = bridge.Now()
 		s.backend.Submit(next)
 		// Room in the queue again: read on what backpressure left behind.
 		if c.gc != nil && c.flags&fIntakeOver == 0 && c.gc.InboundBuffered() > 0 {

@@ -166,6 +166,10 @@ func testConcurrent(t *testing.T, args ...string) {
 	if v := b.Violations.Load(); v != 0 {
 		t.Fatalf("%d lifecycle or ordering violations at the backend", v)
 	}
+	// Every reply's time inside the bridge was measured.
+	if n := p.metric(t, "wsbridge_message_added_latency_seconds_count"); n != 50*20 {
+		t.Fatalf("added latency observed for %v replies, want %d", n, 50*20)
+	}
 }
 
 func TestPush(t *testing.T) {
