@@ -39,6 +39,9 @@ var wsbridgeMetrics = map[string]bool{
 	"wsbridge_backend_request_duration_seconds_bucket": true,
 	"wsbridge_backend_request_duration_seconds_sum":    true,
 	"wsbridge_backend_request_duration_seconds_count":  true,
+	"wsbridge_message_added_latency_seconds_bucket":    true,
+	"wsbridge_message_added_latency_seconds_sum":       true,
+	"wsbridge_message_added_latency_seconds_count":     true,
 	"wsbridge_pushes_total":                            true,
 	"up":                                               true, // Prometheus's own, per target
 }
