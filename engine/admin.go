@@ -113,7 +113,7 @@ func (c *conn) onAdmin(req *adminReq) {
 	case adminInfo:
 		remote := c.gc.RemoteAddr().String()
 		if len(s.cfg.TrustedProxies) > 0 {
-			if ip := s.clientIP(s2b(c.xff)); ip != addrIP(c.gc.RemoteAddr()).String() {
+			if ip := s.clientIP(s2b(c.xff())); ip != addrIP(c.gc.RemoteAddr()).String() {
 				// Believed from a trusted proxy's X-Forwarded-For: no port.
 				remote = ip + ":0"
 				if strings.Contains(ip, ":") {
@@ -122,15 +122,15 @@ func (c *conn) onAdmin(req *adminReq) {
 			}
 		}
 		req.info = Info{
-			ID:           c.clientID,
+			ID:           c.clientID(),
 			ConnectionID: string(s.appendConnID(nil, c.id)),
 			RemoteAddr:   remote,
-			ConnectedAt:  time.Unix(0, c.openedAt).UTC().Format(time.RFC3339),
+			ConnectedAt:  time.Unix(int64(c.openedAt), 0).UTC().Format(time.RFC3339),
 			MessagesIn:   uint64(c.msgsIn),
 			MessagesOut:  uint64(c.msgsOut),
 			BytesIn:      c.bytesIn,
 			BytesOut:     c.bytesOut,
-			LastSeen:     s.start.Add(time.Duration(c.lastRead) * s.cfg.Tick).UTC().Format(time.RFC3339),
+			LastSeen:     s.start.Add(time.Duration(c.l.now-c.l.since(c.lastRead)) * s.cfg.Tick).UTC().Format(time.RFC3339),
 		}
 		req.status = fasthttp.StatusOK
 	}

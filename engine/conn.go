@@ -52,40 +52,54 @@ type side struct {
 }
 
 // conn is one client connection. All fields belong to the connection's
-// loop (l); only id and clientID, which never change after the handshake,
-// and l are read by the registry from other loops.
+// loop (l); only id, names and idLen, which never change after the
+// handshake, and l are read by the registry from other loops.
+//
+// An idle open connection is mostly this struct, so its size matters
+// (TestIdleConnMemory): fields are ordered to leave no padding and fit the
+// 208-byte size class, and what only the handshake or the close needs is in
+// side.
 type conn struct {
-	gc       gnet.Conn // nil once the socket is closed
-	l        *loop
-	id       uint64 // Wsbridge-Connection-Id sequence number
-	clientID string
-	xff      string // X-Forwarded-For value sent to the backend
-	side     *side
-
-	phase phase
-	flags uint16
+	gc    gnet.Conn // nil once the socket is closed
+	l     *loop
+	side  *side
+	call  *bridge.Call // the message being assembled
+	names string       // the ClientId, then the X-Forwarded-For value sent to the backend: one allocation
+	id    uint64       // Wsbridge-Connection-Id sequence number
 
 	dec  protocol.Decoder
-	call *bridge.Call // the message being assembled
 	pipe bridge.Pipeline
 
 	tnext, tprev *conn // timing wheel
-	twhen        int64
 	onext, oprev *conn // loop's open list
 
-	lastRead int64 // tick of the last inbound bytes
-	openedAt int64 // unix nanoseconds
-
-	msgsIn, msgsOut   uint32
 	bytesIn, bytesOut uint64
+	msgsIn, msgsOut   uint32
+	twhen             uint32 // tick the timer is due, in 32 bits (see tick32)
+	lastRead          uint32 // tick of the last inbound bytes, in 32 bits
+	openedAt          uint32 // unix seconds (until 2106); 0 until open
+
+	idLen uint8 // len(ClientId) in names
+	phase phase
+	flags uint16
 }
+
+// A ClientId's length fits conn.idLen.
+const _ = uint8(protocol.MaxClientIDLen)
+
+// clientID is the connection's ClientId; it never changes after the
+// handshake.
+func (c *conn) clientID() string { return c.names[:c.idLen] }
+
+// xff is the X-Forwarded-For value sent to the backend.
+func (c *conn) xff() string { return c.names[c.idLen:] }
 
 // s2b returns the bytes of s without copying; the result must not be
 // modified.
 func s2b(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 func (c *conn) ids() bridge.Ids {
-	return bridge.Ids{ClientID: s2b(c.clientID), ConnID: c.l.connID(c.id), XFF: s2b(c.xff)}
+	return bridge.Ids{ClientID: s2b(c.clientID()), ConnID: c.l.connID(c.id), XFF: s2b(c.xff())}
 }
 
 // connID formats id into the loop's scratch buffer; valid until the next
@@ -111,7 +125,7 @@ func (c *conn) write(b []byte) {
 
 // onTraffic handles readable bytes (gnet.EventHandler.OnTraffic).
 func (c *conn) onTraffic() gnet.Action {
-	c.lastRead = c.l.now
+	c.lastRead = tick32(c.l.now)
 	if c.flags&fPingSent != 0 {
 		// Alive: the next ping is due a whole interval from now, not when
 		// the pong timeout would have expired.
@@ -174,8 +188,10 @@ func (c *conn) readHandshake() gnet.Action {
 	}
 
 	c.id = s.nextID()
-	c.clientID = string(r.ClientID)
-	c.xff = string(s.forwardedFor(l.idbuf[:0], c.gc.RemoteAddr(), r.XForwardedFor))
+	names := append(l.idbuf[:0], r.ClientID...)
+	names = s.forwardedFor(names, c.gc.RemoteAddr(), r.XForwardedFor)
+	c.names, c.idLen = string(names), uint8(len(r.ClientID))
+	l.idbuf = names[:0] // keep what it grew to
 	hs := &side{}
 	copy(hs.key[:], r.Key)
 	if len(r.Protocols) > 0 {
@@ -376,8 +392,8 @@ func (c *conn) open() {
 		c.endIntake()
 		return
 	}
-	c.openedAt = time.Now().UnixNano()
-	c.lastRead = l.now
+	c.openedAt = uint32(time.Now().Unix())
+	c.lastRead = tick32(l.now)
 	l.open.push(c)
 	s.metrics.opened.Inc()
 	s.metrics.connections.Inc()
@@ -724,8 +740,8 @@ func (c *conn) heartbeat() {
 		c.closeWith(crHeartbeat, 0, "heartbeat timeout")
 		return
 	}
-	if l.now-c.lastRead < s.pingTicks {
-		l.wheel.schedule(c, c.lastRead+s.pingTicks)
+	if idle := l.since(c.lastRead); idle < s.pingTicks {
+		l.wheel.schedule(c, l.now-idle+s.pingTicks)
 		return
 	}
 	c.flags |= fPingSent

@@ -25,7 +25,7 @@ func (h *handler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	s := h.s
 	n := s.tcpConns.Add(1)
 	l := s.loopFor(gc)
-	c := &conn{gc: gc, l: l, lastRead: l.now}
+	c := &conn{gc: gc, l: l, lastRead: tick32(l.now)}
 	c.dec.MaxMessage = s.cfg.MaxMessage
 	gc.SetContext(c)
 	if s.cfg.FDBudget > 0 && n > int64(s.cfg.FDBudget) {

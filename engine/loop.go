@@ -141,7 +141,7 @@ func (w *wheel) schedule(c *conn, at int64) {
 	if at <= w.cur {
 		at = w.cur + 1
 	}
-	c.twhen = at
+	c.twhen = tick32(at)
 	s := &w.slots[at&(wheelSlots-1)]
 	c.tprev, c.tnext = nil, *s
 	if *s != nil {
@@ -174,7 +174,7 @@ func (w *wheel) advance(now int64, fire func(*conn)) {
 		w.cur++
 		for c := w.slots[w.cur&(wheelSlots-1)]; c != nil; {
 			next := c.tnext
-			if c.twhen <= w.cur {
+			if int32(c.twhen-tick32(w.cur)) <= 0 { // due: twhen <= cur, modulo 2^32
 				w.remove(c)
 				fire(c)
 			}
@@ -182,6 +182,19 @@ func (w *wheel) advance(now int64, fire func(*conn)) {
 		}
 	}
 }
+
+// A connection keeps its ticks (conn.twhen, conn.lastRead) in 32 bits to
+// stay small. Compared modulo 2^32 they are right as long as they lie within
+// 2^31 ticks of now (6.8 years at the default 100 ms tick): timers are capped
+// well below that (Server.ticks), and lastRead is refreshed by the heartbeat;
+// only with heartbeats off would an admin info's last_seen wrap, after 2^32
+// ticks (13.6 years) of silence.
+
+// tick32 is tick t in the 32 bits a connection keeps.
+func tick32(t int64) uint32 { return uint32(t) }
+
+// since returns the ticks from t, kept by tick32, to now.
+func (l *loop) since(t uint32) int64 { return int64(tick32(l.now) - t) }
 
 // connList is an intrusive doubly linked list of a loop's open connections.
 type connList struct {

@@ -30,8 +30,10 @@ type slot struct {
 	owner *conn
 	// challenger's GET replaces an open owner.
 	challenger *conn
-	// waiters hold their GET until the slot frees, in arrival order.
-	waiters      []*conn
+	// waiters hold their GET until the slot frees, in arrival order; nil
+	// when none, which is nearly always (a slot is one per open connection,
+	// so it is kept to the 32-byte size class).
+	waiters      *[]*conn
 	ownerOpen    bool // owner's GET said ok
 	ownerEnding  bool // owner is closing; its DELETE is owed
 	challengerOK bool // challenger's GET said ok
@@ -53,13 +55,14 @@ func (r *registry) shard(id string) *regShard {
 // may send its GET now and, if so, the id of the open connection it would
 // replace (0 for none). Otherwise c is held until a taskGrant.
 func (r *registry) arrive(c *conn) (granted bool, replaces uint64) {
-	sh := r.shard(c.clientID)
+	id := c.clientID()
+	sh := r.shard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	s := sh.m[c.clientID]
+	s := sh.m[id]
 	if s == nil {
 		s = &slot{}
-		sh.m[c.clientID] = s
+		sh.m[id] = s
 	}
 	switch {
 	case s.owner == nil:
@@ -69,7 +72,10 @@ func (r *registry) arrive(c *conn) (granted bool, replaces uint64) {
 		s.challenger = c
 		return true, s.owner.id
 	}
-	s.waiters = append(s.waiters, c)
+	if s.waiters == nil {
+		s.waiters = new([]*conn)
+	}
+	*s.waiters = append(*s.waiters, c)
 	return false, 0
 }
 
@@ -83,10 +89,11 @@ const (
 
 // accepted records that c's GET said ok.
 func (r *registry) accepted(c *conn) role {
-	sh := r.shard(c.clientID)
+	id := c.clientID()
+	sh := r.shard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	s := sh.m[c.clientID]
+	s := sh.m[id]
 	if s.owner == c {
 		s.ownerOpen = true
 		r.grantChallenger(s)
@@ -103,10 +110,11 @@ func (r *registry) accepted(c *conn) role {
 // refused records that c's GET did not say ok (or was never sent): c gives
 // up its place.
 func (r *registry) refused(c *conn) {
-	sh := r.shard(c.clientID)
+	id := c.clientID()
+	sh := r.shard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	s := sh.m[c.clientID]
+	s := sh.m[id]
 	switch c {
 	case s.owner:
 		s.owner, s.ownerOpen, s.ownerEnding = nil, false, false
@@ -120,15 +128,16 @@ func (r *registry) refused(c *conn) {
 		s.challenger, s.challengerOK = nil, false
 		r.grantChallenger(s)
 	}
-	r.gc(sh, c.clientID, s)
+	r.gc(sh, id, s)
 }
 
 // ending records that c, an accepted connection, is closing: a newcomer
 // must now wait for its DELETE.
 func (r *registry) ending(c *conn) {
-	sh := r.shard(c.clientID)
+	id := c.clientID()
+	sh := r.shard(id)
 	sh.mu.Lock()
-	if s := sh.m[c.clientID]; s != nil && s.owner == c {
+	if s := sh.m[id]; s != nil && s.owner == c {
 		s.ownerEnding = true
 	}
 	sh.mu.Unlock()
@@ -136,10 +145,11 @@ func (r *registry) ending(c *conn) {
 
 // deleted records that c's DELETE was answered: the slot passes on.
 func (r *registry) deleted(c *conn) {
-	sh := r.shard(c.clientID)
+	id := c.clientID()
+	sh := r.shard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	s := sh.m[c.clientID]
+	s := sh.m[id]
 	if s == nil || s.owner != c {
 		return
 	}
@@ -149,7 +159,7 @@ func (r *registry) deleted(c *conn) {
 		r.promoteChallenger(s, ch)
 	}
 	r.promote(s)
-	r.gc(sh, c.clientID, s)
+	r.gc(sh, id, s)
 }
 
 // promoteChallenger makes ch the owner; if its GET already said ok it is
@@ -167,17 +177,18 @@ func (r *registry) promoteChallenger(s *slot, ch *conn) {
 // reports false when c was already granted: a taskGrant is on its way and
 // c must answer it instead.
 func (r *registry) leave(c *conn) bool {
-	sh := r.shard(c.clientID)
+	id := c.clientID()
+	sh := r.shard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	s := sh.m[c.clientID]
-	if s == nil {
+	s := sh.m[id]
+	if s == nil || s.waiters == nil {
 		return false
 	}
-	for i, w := range s.waiters {
+	for i, w := range *s.waiters {
 		if w == c {
-			s.waiters = append(s.waiters[:i], s.waiters[i+1:]...)
-			r.gc(sh, c.clientID, s)
+			s.setWaiters(append((*s.waiters)[:i], (*s.waiters)[i+1:]...))
+			r.gc(sh, id, s)
 			return true
 		}
 	}
@@ -187,9 +198,8 @@ func (r *registry) leave(c *conn) bool {
 // promote hands a free slot to the first waiter, then lets the next
 // waiter challenge if the new owner is open.
 func (r *registry) promote(s *slot) {
-	if s.owner == nil && len(s.waiters) > 0 {
-		w := s.waiters[0]
-		s.waiters = s.waiters[1:]
+	if s.owner == nil && s.waiters != nil {
+		w := s.popWaiter()
 		s.owner = w
 		w.l.post(task{kind: taskGrant, c: w})
 	}
@@ -197,16 +207,33 @@ func (r *registry) promote(s *slot) {
 }
 
 func (r *registry) grantChallenger(s *slot) {
-	if s.owner != nil && s.ownerOpen && !s.ownerEnding && s.challenger == nil && len(s.waiters) > 0 {
-		w := s.waiters[0]
-		s.waiters = s.waiters[1:]
+	if s.owner != nil && s.ownerOpen && !s.ownerEnding && s.challenger == nil && s.waiters != nil {
+		w := s.popWaiter()
 		s.challenger = w
 		w.l.post(task{kind: taskGrant, c: w, replaces: s.owner.id})
 	}
 }
 
+// popWaiter takes the first waiter; s.waiters must not be nil.
+func (s *slot) popWaiter() *conn {
+	ws := *s.waiters
+	w := ws[0]
+	ws[0] = nil
+	s.setWaiters(ws[1:])
+	return w
+}
+
+// setWaiters stores ws, or nil when it is empty.
+func (s *slot) setWaiters(ws []*conn) {
+	if len(ws) == 0 {
+		s.waiters = nil
+		return
+	}
+	*s.waiters = ws
+}
+
 func (r *registry) gc(sh *regShard, id string, s *slot) {
-	if s.owner == nil && s.challenger == nil && len(s.waiters) == 0 {
+	if s.owner == nil && s.challenger == nil && s.waiters == nil {
 		delete(sh.m, id)
 	}
 }

@@ -8,7 +8,7 @@ import (
 func fakeLoop() *loop { return &loop{woken: true} }
 
 func newTestConn(l *loop, id uint64, clientID string) *conn {
-	return &conn{l: l, id: id, clientID: clientID}
+	return &conn{l: l, id: id, names: clientID, idLen: uint8(len(clientID))}
 }
 
 // takeTasks empties the loop's mailbox.
@@ -169,7 +169,7 @@ func TestRegistryLookupBytes(t *testing.T) {
 		r.accepted(c)
 	}
 	id := []byte("cB")
-	if got := r.lookup(id); got == nil || got.clientID != "cB" {
+	if got := r.lookup(id); got == nil || got.clientID() != "cB" {
 		t.Fatalf("lookup(cB): got %v, want the connection", got)
 	}
 	if n := testing.AllocsPerRun(100, func() { r.lookup(id) }); n != 0 && !raceEnabled {

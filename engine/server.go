@@ -172,13 +172,18 @@ func New(cfg Config, backend *bridge.Client, m *Metrics, log *zap.Logger) (*Serv
 	return s, nil
 }
 
-// ticks converts d to timer ticks, rounding up; 0 stays 0.
+// ticks converts d to timer ticks, rounding up; 0 stays 0. Timers are
+// capped at maxTimerTicks, far in the future, so that a connection's 32-bit
+// ticks (tick32) stay unambiguous.
 func (s *Server) ticks(d time.Duration) int64 {
 	if d <= 0 {
 		return 0
 	}
-	return int64((d + s.cfg.Tick - 1) / s.cfg.Tick)
+	return min(int64((d+s.cfg.Tick-1)/s.cfg.Tick), maxTimerTicks)
 }
+
+// maxTimerTicks is 3.4 years at the default 100 ms tick.
+const maxTimerTicks = 1 << 30
 
 // tick is the current time in ticks since the server started.
 func (s *Server) tick() int64 { return int64(time.Since(s.start) / s.cfg.Tick) }

@@ -72,3 +72,36 @@ func TestWheelPastTimer(t *testing.T) {
 		t.Fatal("timer scheduled in the past did not fire on the next tick")
 	}
 }
+
+// Connections keep ticks in 32 bits: timers and idle times stay right
+// across the wrap at 2^32 ticks.
+func TestWheelTickWrap(t *testing.T) {
+	const wrap = 1 << 32
+	w := wheel{cur: wrap - 3}
+	soon, nextTurn := &conn{}, &conn{}
+	w.schedule(soon, wrap+2)                // across the wrap
+	w.schedule(nextTurn, wrap-1+wheelSlots) // a turn later, across the wrap
+	var fired []*conn
+	fire := func(c *conn) { fired = append(fired, c) }
+	w.advance(wrap+1, fire)
+	if len(fired) != 0 {
+		t.Fatalf("fired by tick 2^32+1: got %d, want 0", len(fired))
+	}
+	w.advance(wrap+2, fire)
+	if len(fired) != 1 || fired[0] != soon {
+		t.Fatalf("fired by tick 2^32+2: got %d, want the one due then", len(fired))
+	}
+	w.advance(wrap-2+wheelSlots, fire)
+	if len(fired) != 1 {
+		t.Fatal("next-turn timer fired a turn early")
+	}
+	w.advance(wrap-1+wheelSlots, fire)
+	if len(fired) != 2 || fired[1] != nextTurn {
+		t.Fatalf("next-turn timer: got %d fired, want 2", len(fired))
+	}
+
+	l := &loop{now: wrap + 2}
+	if got := l.since(tick32(wrap - 3)); got != 5 {
+		t.Fatalf("since a tick before the wrap: got %d, want 5", got)
+	}
+}

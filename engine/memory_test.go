@@ -1,0 +1,127 @@
+package engine_test
+
+import (
+	"bytes"
+	"net/netip"
+	"runtime"
+	"strconv"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wsbridge/wsbridge/engine"
+)
+
+// maxIdleConnBytes bounds the bridge's live heap per idle open connection.
+// DESIGN §7.1 allows 1 KiB of heap and stack; gnet's share is about 390 B (its
+// connection, the peer's address twice, its connection map) and ours about
+// 300 B (conn, the ClientId registry's slot and map entry, ClientId and
+// X-Forwarded-For), so this bound catches growth well before the invariant
+// breaks.
+const maxIdleConnBytes = 768
+
+// TestIdleConnMemory: an idle open connection costs the bridge at most
+// maxIdleConnBytes of live heap, and no goroutine.
+//
+// The clients are raw sockets driven by system calls, so the test's side
+// holds nothing on the Go heap per connection, and the backend keeps
+// nothing per request: after a full GC, the growth of the live heap over n
+// upgrades is the bridge's. The upgrades are sequential, so the backend
+// workers they start are a few, not a burst's worth; their stacks are not
+// per connection and are only logged (a slow machine may start a few more).
+func TestIdleConnMemory(t *testing.T) {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	// Two descriptors per connection in this process, and some to spare.
+	n := min(2000, (int(rl.Cur)-300)/2)
+	if n < 200 {
+		t.Skipf("RLIMIT_NOFILE %d leaves room for %d connections, want 200", rl.Cur, n)
+	}
+	h := startEngine(t, engine.Config{}, startEchoBackend(t))
+	ap, err := netip.ParseAddrPort(h.srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa := &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	var fds []int
+	t.Cleanup(func() {
+		for _, fd := range fds {
+			_ = unix.Close(fd)
+		}
+	})
+	var req []byte
+	resp := make([]byte, 512)
+	upgrade := func(i int) {
+		t.Helper()
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fds = append(fds, fd)
+		// A bridge that does not answer fails the read instead of hanging.
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 10}); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Connect(fd, sa); err != nil {
+			t.Fatal(err)
+		}
+		req = append(req[:0], "GET /idle-"...)
+		req = strconv.AppendInt(req, int64(i), 10)
+		req = append(req, " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"...)
+		if _, err := unix.Write(fd, req); err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for !bytes.Contains(resp[:got], []byte("\r\n\r\n")) {
+			k, err := unix.Read(fd, resp[got:])
+			if err != nil || k == 0 {
+				t.Fatalf("upgrade %d: read: %d bytes, %v; got %q so far", i, k, err, resp[:got])
+			}
+			got += k
+		}
+		if !bytes.HasPrefix(resp[:got], []byte("HTTP/1.1 101 ")) {
+			t.Fatalf("upgrade %d: got %q, want a 101", i, resp[:got])
+		}
+	}
+
+	// First connections pay for what is made once: each loop's state,
+	// the backend connection, the metric series, the registry's maps.
+	const warm = 100
+	for i := range warm {
+		upgrade(i)
+	}
+	if engine.RaceEnabled {
+		t.Skip("memory sizes differ under the race detector")
+	}
+	var m0, m1 runtime.MemStats
+	g0 := runtime.NumGoroutine()
+	liveMemStats(&m0)
+	for i := range n {
+		upgrade(warm + i)
+	}
+	liveMemStats(&m1)
+	g1 := runtime.NumGoroutine()
+	if got := h.srv.Connections(); got != int64(warm+n) {
+		t.Fatalf("open connections: got %d, want %d", got, warm+n)
+	}
+	heap := (int64(m1.HeapAlloc) - int64(m0.HeapAlloc)) / int64(n)
+	stack := (int64(m1.StackInuse) - int64(m0.StackInuse)) / int64(n)
+	t.Logf("%d idle connections: %d B of heap and %d B of stack each; goroutines %d → %d", n, heap, stack, g0, g1)
+	if heap > maxIdleConnBytes {
+		t.Errorf("bridge heap per idle connection: got %d B, want <= %d", heap, maxIdleConnBytes)
+	}
+	if g1-g0 > n/100 {
+		t.Errorf("goroutines: got %d → %d over %d idle connections, want none per connection", g0, g1, n)
+	}
+}
+
+// liveMemStats reads m after two full GCs: the heap holds only live objects
+// and sync.Pools have dropped what they cached.
+func liveMemStats(m *runtime.MemStats) {
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(m)
+}
