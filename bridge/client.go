@@ -76,6 +76,9 @@ type Client struct {
 	idle     int // workers waiting on cond
 	starting int // workers started and not yet running
 	workers  int
+	minIdle  int // fewest idle workers seen by a call since the last retirement
+	retire   int // idle workers asked to exit
+	stop     chan struct{}
 	closed   bool
 
 	pending    atomic.Int64 // calls submitted and not yet completed (retries included)
@@ -140,11 +143,13 @@ func New(cfg Config) (*Client, error) {
 		breaker: newBreaker(cfg.Breaker),
 		log:     cfg.Logger,
 		drained: make(chan struct{}, 1),
+		stop:    make(chan struct{}),
 	}
 	if c.log == nil {
 		c.log = zap.NewNop()
 	}
 	c.cond = sync.NewCond(&c.mu)
+	go c.retireIdle(retireEvery)
 	return c, nil
 }
 
@@ -183,6 +188,7 @@ func (c *Client) enqueue(call *Call) {
 	}
 	c.tail = call
 	c.queued++
+	c.minIdle = min(c.minIdle, c.idle)
 	spawn := c.idle == 0 && c.workers < c.cfg.MaxConns
 	if spawn {
 		c.workers++
@@ -193,6 +199,33 @@ func (c *Client) enqueue(call *Call) {
 	c.mu.Unlock()
 	if spawn {
 		go c.worker()
+	}
+}
+
+// retireEvery is how often workers no call needed are let go.
+var retireEvery = 5 * time.Second
+
+// retireIdle lets workers go that stayed idle through a whole period:
+// after a burst (a reconnect storm's GETs) an idle bridge holds no more
+// goroutines, stacks and backend sockets than its steady load needs.
+func (c *Client) retireIdle(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		if n := min(c.minIdle, c.idle) - c.retire; n > 0 {
+			c.retire += n
+			for range n {
+				c.cond.Signal()
+			}
+		}
+		c.minIdle = c.idle
+		c.mu.Unlock()
 	}
 }
 
@@ -239,12 +272,15 @@ func (c *Client) worker() {
 	c.mu.Lock()
 	c.starting--
 	for {
-		for c.head == nil && !c.closed {
+		for c.head == nil && !c.closed && c.retire == 0 {
 			c.idle++
 			c.cond.Wait()
 			c.idle--
 		}
-		if c.head == nil && c.closed {
+		if c.head == nil && (c.closed || c.retire > 0) {
+			if !c.closed {
+				c.retire--
+			}
 			c.workers--
 			c.mu.Unlock()
 			if p != nil {
@@ -424,6 +460,9 @@ func (c *Client) Drained() <-chan struct{} { return c.drained }
 // Close are not run.
 func (c *Client) Close() {
 	c.mu.Lock()
+	if !c.closed {
+		close(c.stop)
+	}
 	c.closed = true
 	c.cond.Broadcast()
 	c.mu.Unlock()

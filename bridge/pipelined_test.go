@@ -364,3 +364,50 @@ func TestPipelineUnreachable(t *testing.T) {
 		ReleaseCall(call)
 	}
 }
+
+// After a burst the workers it needed go away again, with their sockets,
+// and the client still works.
+func TestIdleWorkersRetire(t *testing.T) {
+	for _, pipeline := range []int{1, 8} {
+		t.Run("pipeline="+strconv.Itoa(pipeline), func(t *testing.T) {
+			defer func(d time.Duration) { retireEvery = d }(retireEvery)
+			retireEvery = 50 * time.Millisecond
+			var inside atomic.Int64
+			ln := echoServer(t, func(ctx *fasthttp.RequestCtx) {
+				// Hold each request until 20 are inside at once, so the
+				// burst needs 20 workers.
+				inside.Add(1)
+				for end := time.Now().Add(3 * time.Second); inside.Load() < 20 && time.Now().Before(end); {
+					time.Sleep(time.Millisecond)
+				}
+				ctx.SetBody(ctx.PostBody())
+			})
+			c := newClient(t, ln.Addr().String(), Config{MaxConns: 64, Pipeline: pipeline, Timeout: 5 * time.Second})
+			d := make(done, 20)
+			for i := range 20 {
+				c.Submit(post(c, d, "r"+strconv.Itoa(i), "x"))
+			}
+			for _, call := range d.wait(t, 20) {
+				ReleaseCall(call)
+			}
+			workers := func() int {
+				c.mu.Lock()
+				defer c.mu.Unlock()
+				return c.workers
+			}
+			if w := workers(); w < 20 {
+				t.Fatalf("%d workers for a burst of 20 held calls", w)
+			}
+			for end := time.Now().Add(5 * time.Second); workers() > 0; {
+				if time.Now().After(end) {
+					t.Fatalf("%d idle workers still there", workers())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			c.Submit(post(c, d, "again", "y"))
+			if call := d.wait(t, 1)[0]; call.Outcome != OutcomeOK || string(call.Resp.Body()) != "y" {
+				t.Fatalf("after retirement: outcome %s body %q", call.Outcome, call.Resp.Body())
+			}
+		})
+	}
+}
