@@ -89,6 +89,27 @@ stop() {
 
 wsbench() { "$bin/wsbench" "$@" -quiet -json; }
 
+# added_snapshot ADMIN: the cumulative buckets of wsbridge's added-latency
+# histogram, "le count" per line (nothing for a bridge without it).
+added_snapshot() {
+  curl -s --max-time 2 "http://$1/metrics" 2>/dev/null |
+    sed -n 's/^wsbridge_message_added_latency_seconds_bucket{le="\([^"]*\)"} \([0-9.e+]*\)$/\1 \2/p' || true
+}
+
+# added_quantiles BEFORE AFTER: a JSON object with the buckets that p50
+# and p99 of the messages between the two snapshots fall in, in ms.
+added_quantiles() {
+  paste -d' ' "$1" "$2" | awk '
+    { le[NR] = $1; n[NR] = $4 - $2 }
+    END {
+      if (NR == 0 || n[NR] == 0) { print "{}"; exit }
+      for (i = 1; i <= NR; i++) if (!a && n[i] >= 0.5 * n[NR]) a = le[i]
+      for (i = 1; i <= NR; i++) if (!b && n[i] >= 0.99 * n[NR]) b = le[i]
+      printf "{\"added_messages\":%d,\"added_p50_ms_le\":%s,\"added_p99_ms_le\":%s}\n", n[NR], \
+        (a == "+Inf" ? "null" : a * 1000), (b == "+Inf" ? "null" : b * 1000)
+    }'
+}
+
 # measure NAME ADMIN CMD...: the five side-by-side runs against one bridge.
 measure() {
   local name=$1 admin=$2; shift 2
@@ -124,12 +145,22 @@ measure() {
       msgs_per_cpu_second:(.recv / ($t/$clk) | floor), p50_ms:.rtt_ms.p50, p99_ms:.rtt_ms.p99, errors}' \
     "$out/$name-throughput.json" >>"$out/results.jsonl"
 
-  # 3. Latency at a fixed load: 5,000 connections, one message a second each.
-  wsbench ramp -url ws://127.0.0.1:7001 -conns 5000 -rate 5000 -interval 1s -duration 10s \
-    -prefix fixed >"$out/$name-fixed.json"
-  jq -c --arg n "$name" '{bridge:$n, run:"fixed_5000_msgs_per_sec", msgs_per_sec:(.msgs_per_sec|floor),
-      p50_ms:.rtt_ms.p50, p90_ms:.rtt_ms.p90, p99_ms:.rtt_ms.p99, max_ms:.rtt_ms.max, errors}' \
-    "$out/$name-fixed.json" >>"$out/results.jsonl"
+  # 3. Latency at a fixed load: 5,000 and then 10,000 connections, one
+  # message a second each (10,000 msg/s is about half of wsbridge's
+  # default maximum here). For wsbridge also the latency it adds itself,
+  # from its histogram (upper bounds of the buckets p50 and p99 fall in).
+  local rate
+  for rate in 5000 10000; do
+    added_snapshot "$admin" >"$out/$name-added-0.txt"
+    wsbench ramp -url ws://127.0.0.1:7001 -conns "$rate" -rate 5000 -interval 1s -duration 14s \
+      -prefix "fixed$rate" >"$out/$name-fixed$rate.json"
+    added_snapshot "$admin" >"$out/$name-added-1.txt"
+    jq -c --arg n "$name" --arg run "fixed_${rate}_msgs_per_sec" --argjson added "$(added_quantiles "$out/$name-added-0.txt" "$out/$name-added-1.txt")" \
+      '{bridge:$n, run:$run, msgs_per_sec:(.msgs_per_sec|floor),
+        p50_ms:.rtt_ms.p50, p90_ms:.rtt_ms.p90, p99_ms:.rtt_ms.p99, max_ms:.rtt_ms.max, errors} + $added' \
+      "$out/$name-fixed$rate.json" >>"$out/results.jsonl"
+    sleep 2
+  done
 
   # 4. Upgrades per second: connect, upgrade, close, 100 at a time. The
   # load generator and the backend share the two cores, so the bridge's
