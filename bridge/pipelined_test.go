@@ -109,7 +109,7 @@ func (c *countingConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func echoServer(t *testing.T, h fasthttp.RequestHandler) *countingListener {
+func echoServer(t testing.TB, h fasthttp.RequestHandler) *countingListener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
