@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/url"
@@ -51,6 +52,9 @@ type Config struct {
 	Pipeline int
 	// DeleteAttempts is how many times a failing DELETE is tried (default 3).
 	DeleteAttempts int
+	// TLSConfig, if set, is used for an https backend (e.g. a private CA in
+	// RootCAs); nil verifies against the system roots.
+	TLSConfig *tls.Config
 	// Breaker configures the circuit breaker; the zero value uses defaults.
 	Breaker BreakerConfig
 	// Observe, if set, is called on a worker goroutine for every finished
@@ -131,6 +135,7 @@ func New(cfg Config) (*Client, error) {
 			Addr:                      addr,
 			Name:                      "wsbridge",
 			IsTLS:                     u.Scheme == "https",
+			TLSConfig:                 cfg.TLSConfig,
 			MaxConns:                  cfg.MaxConns,
 			MaxConnWaitTimeout:        cfg.Timeout,
 			MaxIdleConnDuration:       30 * time.Second,

@@ -67,7 +67,14 @@ func (c *Client) dial(p *pconn, deadline time.Time) error {
 	var nc net.Conn
 	var err error
 	if c.hc.IsTLS {
-		td := tls.Dialer{NetDialer: &d, Config: &tls.Config{ServerName: hostOnly(c.hc.Addr), MinVersion: tls.VersionTLS12}}
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if c.cfg.TLSConfig != nil {
+			cfg = c.cfg.TLSConfig.Clone()
+		}
+		if cfg.ServerName == "" {
+			cfg.ServerName = hostOnly(c.hc.Addr)
+		}
+		td := tls.Dialer{NetDialer: &d, Config: cfg}
 		nc, err = td.Dial("tcp", c.hc.Addr)
 	} else {
 		nc, err = d.Dial("tcp", c.hc.Addr)
