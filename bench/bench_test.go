@@ -108,8 +108,15 @@ func TestScenarios(t *testing.T) {
 		if err := WriteCSV(&csv, res.Series); err != nil {
 			t.Fatal(err)
 		}
-		if !strings.HasPrefix(csv.String(), "seconds,connections,rps") {
+		if !strings.HasPrefix(csv.String(), "seconds,connections,rps,p99_ms,errors,backend_gets_per_sec,p50_ms,p90_ms,max_ms\n") {
 			t.Fatalf("csv header: %q", csv.String())
+		}
+		// Every second with replies has ordered quantiles.
+		for _, p := range res.Series {
+			if p.RPS > 0 && !(p.P50 > 0 && p.P50 <= p.P90 && p.P90 <= p.P99 && p.P99 <= p.Max) {
+				t.Fatalf("second %d: p50 %.3f p90 %.3f p99 %.3f max %.3f ms, want 0 < p50 ≤ p90 ≤ p99 ≤ max",
+					p.Sec, p.P50, p.P90, p.P99, p.Max)
+			}
 		}
 		waitBackendIdle(t, be)
 	})

@@ -89,13 +89,15 @@ func Write(res *Result, cfg *Config, stdout, stderr io.Writer) error {
 }
 
 // WriteCSV writes the per-second series, the shape of ws2api's docs/*.csv
-// (seconds, connections, rps) plus p99 and errors.
+// (seconds, connections, rps) plus p99, errors, backend GETs/s and, last so
+// the first columns keep their places, the second's p50, p90 and max.
 func WriteCSV(w io.Writer, series []Point) error {
-	if _, err := fmt.Fprintln(w, "seconds,connections,rps,p99_ms,errors,backend_gets_per_sec"); err != nil {
+	if _, err := fmt.Fprintln(w, "seconds,connections,rps,p99_ms,errors,backend_gets_per_sec,p50_ms,p90_ms,max_ms"); err != nil {
 		return err
 	}
 	for _, p := range series {
-		if _, err := fmt.Fprintf(w, "%d,%d,%.0f,%.3f,%d,%.0f\n", p.Sec, p.Conns, p.RPS, p.P99, p.Errors, p.Gets); err != nil {
+		if _, err := fmt.Fprintf(w, "%d,%d,%.0f,%.3f,%d,%.0f,%.3f,%.3f,%.3f\n",
+			p.Sec, p.Conns, p.RPS, p.P99, p.Errors, p.Gets, p.P50, p.P90, p.Max); err != nil {
 			return err
 		}
 	}

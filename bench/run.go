@@ -34,7 +34,10 @@ type Point struct {
 	Sec    int     `json:"sec"`
 	Conns  int64   `json:"conns"`
 	RPS    float64 `json:"rps"`
+	P50    float64 `json:"p50_ms"`
+	P90    float64 `json:"p90_ms"`
 	P99    float64 `json:"p99_ms"`
+	Max    float64 `json:"max_ms"`
 	Errors int64   `json:"errors"`
 	Gets   float64 `json:"gets_per_sec,omitempty"`
 }
@@ -221,13 +224,15 @@ func (r *runner) poll() loadgen.Totals {
 		Sec:    int(math.Round(now.Sub(r.start).Seconds())),
 		Conns:  r.cur.Held,
 		RPS:    float64(r.cur.Recv-r.prevSec.Recv) / span,
-		P99:    float64(r.secLat.Quantile(.99)) / 1000,
 		Errors: r.cur.Errors() - r.prevSec.Errors(),
 	}
+	sec := &r.secLat
 	if r.cfg.Scenario == Handshake {
 		p.RPS = float64(r.cur.Cycles-r.prevSec.Cycles) / span
-		p.P99 = float64(r.hs.Quantile(.99)) / 1000
+		sec = &r.hs
 	}
+	p.P50, p.P90 = float64(sec.Quantile(.5))/1000, float64(sec.Quantile(.9))/1000
+	p.P99, p.Max = float64(sec.Quantile(.99))/1000, float64(sec.Max)/1000
 	if g, ok := r.gets(); ok {
 		d := g - r.prevGets
 		if d < 0 {
