@@ -194,12 +194,22 @@ func (c *Client) enqueue(call *Call) {
 	c.tail = call
 	c.queued++
 	c.minIdle = min(c.minIdle, c.idle)
+	c.wakeAndUnlock(1)
+}
+
+// wakeAndUnlock gets a worker to the queue, which has n new calls: it
+// wakes idle workers or, when none is idle, starts one (up to MaxConns).
+// c.mu is held on entry and released.
+func (c *Client) wakeAndUnlock(n int) {
 	spawn := c.idle == 0 && c.workers < c.cfg.MaxConns
-	if spawn {
+	switch {
+	case spawn:
 		c.workers++
 		c.starting++
-	} else if c.idle > 0 {
+	case n == 1:
 		c.cond.Signal()
+	case c.idle > 0:
+		c.cond.Broadcast()
 	}
 	c.mu.Unlock()
 	if spawn {
@@ -247,17 +257,7 @@ func (c *Client) requeue(calls []*Call) {
 		}
 		c.queued++
 	}
-	spawn := c.idle == 0 && c.workers < c.cfg.MaxConns
-	if spawn {
-		c.workers++
-		c.starting++
-	} else if c.idle > 0 {
-		c.cond.Broadcast()
-	}
-	c.mu.Unlock()
-	if spawn {
-		go c.worker()
-	}
+	c.wakeAndUnlock(len(calls))
 }
 
 // worker runs calls until Close. Workers are started on demand, at most

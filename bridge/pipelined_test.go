@@ -67,17 +67,7 @@ func submitAll(c *Client, calls []*Call) {
 		c.tail = call
 		c.queued++
 	}
-	spawn := c.idle == 0 && c.workers < c.cfg.MaxConns
-	if spawn {
-		c.workers++
-		c.starting++
-	} else {
-		c.cond.Broadcast()
-	}
-	c.mu.Unlock()
-	if spawn {
-		go c.worker()
-	}
+	c.wakeAndUnlock(len(calls))
 }
 
 // countingListener counts the reads the server side makes: pipelined
