@@ -35,7 +35,7 @@ import (
 //     parallelism away from a slow backend; it only sends work the backend
 //     would otherwise see later.
 //   - A response with "Connection: close" (or an HTTP/1.0 one without
-//     keep-alive) means the server did not and will not process what
+//     keep-alive, or one whose body ends with the connection) means the server did not and will not process what
 //     follows on that connection: those requests are queued again, at the
 //     front, and sent on a fresh connection. A backend that closes after
 //     its first answer is not pipelined to again.
@@ -182,8 +182,9 @@ func (c *Client) doBatch(p *pconn, batch []*Call, errs []error) {
 		p.served++
 		call.Answered = Now()
 		errs[i] = nil
-		// Identity bodies end with the connection: nothing can follow.
-		if call.Resp.ConnectionClose() || call.Resp.Header.ContentLength() == -2 {
+		// fasthttp also marks an answer whose body runs to the end of the
+		// connection (no length, not chunked) as closing; a 204 is not.
+		if call.Resp.ConnectionClose() {
 			closed = true
 			answered = i + 1
 			break

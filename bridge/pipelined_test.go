@@ -401,3 +401,50 @@ func TestIdleWorkersRetire(t *testing.T) {
 		})
 	}
 }
+
+// Answers without a body (204) keep the connection and the pipeline; an
+// answer whose body runs to the end of the connection ends it, and what
+// was pipelined behind it is sent again.
+func TestPipelineNoContentAndUnframedAnswers(t *testing.T) {
+	s := newRawServer(t, func(s *rawServer, c net.Conn, br *bufio.Reader) {
+		for {
+			id, body, err := s.read(br)
+			if err != nil {
+				return
+			}
+			if id == "unframed" {
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\n\r\n%s", body)
+				c.(*net.TCPConn).CloseWrite()
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				_, _ = io.Copy(io.Discard, br)
+				return
+			}
+			if body == "" {
+				fmt.Fprint(c, "HTTP/1.1 204 No Content\r\n\r\n")
+			} else {
+				answer(c, body, false)
+			}
+		}
+	})
+	c := newClient(t, s.ln.Addr().String(), Config{MaxConns: 1, Pipeline: 8, Timeout: 5 * time.Second})
+	d := make(done, 6)
+	calls := []*Call{
+		post(c, d, "quiet1", ""), post(c, d, "loud1", "a"), post(c, d, "quiet2", ""),
+		post(c, d, "unframed", "b"), post(c, d, "after1", "c"), post(c, d, "after2", "d"),
+	}
+	submitAll(c, calls)
+	want := map[string]string{"quiet1": "", "loud1": "a", "quiet2": "", "unframed": "b", "after1": "c", "after2": "d"}
+	for _, call := range d.wait(t, 6) {
+		id := string(call.Req.URI().LastPathSegment())
+		if call.Outcome != OutcomeOK || string(call.Resp.Body()) != want[id] {
+			t.Fatalf("%s: outcome %s (%v) body %q, want %q", id, call.Outcome, call.Err, call.Resp.Body(), want[id])
+		}
+		if n := s.count(id); n != 1 {
+			t.Fatalf("%s reached the backend %d times, want 1", id, n)
+		}
+		ReleaseCall(call)
+	}
+	if c.noPipeline.Load() {
+		t.Fatal("pipelining was turned off, but the backend kept its connections")
+	}
+}
