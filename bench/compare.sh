@@ -6,6 +6,7 @@
 #   bench/compare.sh                         # wsbridge only (defaults, then pipelined)
 #   bench/compare.sh --peer /path/to/binary  # and a peer, e.g. ws2api's wsproxy
 #   bench/compare.sh --ramp                  # the 250,000-connection ramp (wsbridge)
+#   bench/compare.sh --peer BIN --rounds 3   # three rounds, contenders rotated each round
 #
 # wsbridge is measured twice: with its defaults, and tuned for a fast
 # backend as docs/tuning.md describes ($PIPELINED, by default 16 backend
@@ -18,16 +19,19 @@
 # http://localhost:8000/<prefix>/<ClientId>. It is run as given; this script
 # never builds it.
 #
-# Results: one JSON line per run and a summary table in $OUT.
+# Results: one JSON line per run (with its round) in $OUT/results.jsonl, and
+# in $OUT/summary.txt each figure's values over the rounds, their median and
+# the ratio of medians to the peer's.
 set -euo pipefail
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
-peer="" ramp=0 out=""
+peer="" ramp=0 out="" rounds=1
 while (($#)); do
   case $1 in
     --peer) peer=$(readlink -f "$2"); shift 2 ;;
     --ramp) ramp=1; shift ;;
+    --rounds) rounds=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     -h|--help) usage ;;
     *) echo "compare.sh: unknown argument $1" >&2; usage ;;
@@ -50,6 +54,7 @@ if [[ -z ${WSB_IN_NS:-} ]]; then
   args=(--out "$out")
   [[ -n $peer ]] && args+=(--peer "$peer")
   ((ramp)) && args+=(--ramp)
+  args+=(--rounds "$rounds")
   WSB_IN_NS=1 ip netns exec "$ns" "$0" "${args[@]}"
   exit
 fi
@@ -234,15 +239,65 @@ ramp250k() {
   stop "${pids[@]}" "$backend"
 }
 
+contender() {
+  case $1 in
+    wsbridge)
+      measure wsbridge 127.0.0.1:7002 "$bin/wsbridge" -listen 127.0.0.1:7001 -admin 127.0.0.1:7002 \
+        -backend http://127.0.0.1:8000/ -log-level warn ;;
+    wsbridge-pipelined)
+      # shellcheck disable=SC2086 # $PIPELINED is a list of flags
+      measure wsbridge-pipelined 127.0.0.1:7002 "$bin/wsbridge" -listen 127.0.0.1:7001 -admin 127.0.0.1:7002 \
+        -backend http://127.0.0.1:8000/ -log-level warn ${PIPELINED:--backend-max-conns 16 -backend-pipeline 16 -max-pending-upgrades 512} ;;
+    peer) measure peer 127.0.0.1:7001 "$peer" ;;
+  esac
+}
+
+# tag_round FROM R: the result lines after line FROM belong to round R.
+tag_round() {
+  local tmp
+  tmp=$(mktemp)
+  { head -n "$1" "$out/results.jsonl"; tail -n +"$(($1 + 1))" "$out/results.jsonl" | jq -c --argjson r "$2" '. + {round: $r}'; } >"$tmp"
+  mv "$tmp" "$out/results.jsonl"
+}
+
+# summarize: per run and figure, the values of every round, their median and
+# the ratio of each wsbridge median to the peer's.
+summarize() {
+  jq -rs '
+    def med: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor]
+      else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+    def figs: {idle: ["bytes_per_conn"], throughput: ["msgs_per_cpu_second", "msgs_per_sec"],
+      fixed_5000_msgs_per_sec: ["p99_ms", "added_p99_ms_le", "errors"],
+      fixed_10000_msgs_per_sec: ["p99_ms", "added_p99_ms_le", "errors"],
+      handshake: ["upgrades_per_sec", "upgrades_per_cpu_second"], push: ["pushes_per_sec", "delivery_p99_ms"]};
+    . as $all | figs | to_entries[] | .key as $run | .value[] as $f
+    | [$all[] | select(.run == $run and .[$f] != null)] as $rows
+    | select($rows | length > 0)
+    | ([$rows[] | select(.bridge == "peer") | .[$f]] | med) as $peer
+    | ($rows | group_by(.bridge)[] | {bridge: .[0].bridge, vals: [.[] | .[$f]]})
+    | "\($run) \($f) \(.bridge): \(.vals | map(tostring) | join(" / ")) median \(.vals | med)"
+      + (if $peer != null and $peer != 0 and .bridge != "peer" then
+           " (\((.vals | med) / $peer * 100 | round / 100)× the peer)" else "" end)
+  ' "$out/results.jsonl" >"$out/summary.txt"
+}
+
 if ((ramp)); then
   ramp250k
 else
-  measure wsbridge 127.0.0.1:7002 "$bin/wsbridge" -listen 127.0.0.1:7001 -admin 127.0.0.1:7002 \
-    -backend http://127.0.0.1:8000/ -log-level warn
-  # shellcheck disable=SC2086 # $PIPELINED is a list of flags
-  measure wsbridge-pipelined 127.0.0.1:7002 "$bin/wsbridge" -listen 127.0.0.1:7001 -admin 127.0.0.1:7002 \
-    -backend http://127.0.0.1:8000/ -log-level warn ${PIPELINED:--backend-max-conns 16 -backend-pipeline 16 -max-pending-upgrades 512}
-  [[ -n $peer ]] && measure peer 127.0.0.1:7001 "$peer"
+  touch "$out/results.jsonl"
+  contenders=(wsbridge wsbridge-pipelined)
+  [[ -n $peer ]] && contenders+=(peer)
+  for ((r = 1; r <= rounds; r++)); do
+    # Rotate the order each round, so no contender always runs first or last.
+    for ((k = 0; k < ${#contenders[@]}; k++)); do
+      c=${contenders[$(((k + r - 1) % ${#contenders[@]}))]}
+      from=$(wc -l <"$out/results.jsonl")
+      contender "$c"
+      tag_round "$from" "$r"
+    done
+  done
+  summarize
 fi
 echo
 cat "$out/results.jsonl"
+[[ -f $out/summary.txt ]] && cat "$out/summary.txt"
