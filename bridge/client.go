@@ -186,6 +186,13 @@ var ErrShed = errors.New("bridge: backend circuit open")
 
 func (c *Client) enqueue(call *Call) {
 	c.mu.Lock()
+	c.pushLocked(call)
+	c.minIdle = min(c.minIdle, c.idle)
+	c.wakeAndUnlock(1)
+}
+
+// pushLocked appends call to the queue; c.mu is held.
+func (c *Client) pushLocked(call *Call) {
 	if c.tail == nil {
 		c.head = call
 	} else {
@@ -193,8 +200,6 @@ func (c *Client) enqueue(call *Call) {
 	}
 	c.tail = call
 	c.queued++
-	c.minIdle = min(c.minIdle, c.idle)
-	c.wakeAndUnlock(1)
 }
 
 // wakeAndUnlock gets a worker to the queue, which has n new calls: it

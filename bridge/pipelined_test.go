@@ -59,13 +59,7 @@ func submitAll(c *Client, calls []*Call) {
 	c.mu.Lock()
 	for _, call := range calls {
 		c.pending.Add(1)
-		if c.tail == nil {
-			c.head = call
-		} else {
-			c.tail.next = call
-		}
-		c.tail = call
-		c.queued++
+		c.pushLocked(call)
 	}
 	c.wakeAndUnlock(len(calls))
 }
