@@ -58,6 +58,9 @@ if [[ -z ${WSB_IN_NS:-} ]]; then
   WSB_IN_NS=1 ip netns exec "$ns" "$0" "${args[@]}"
   exit
 fi
+# Whatever ends this script (a failed step under set -e, ^C) stops the
+# processes it started: they would otherwise live on in a deleted namespace.
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 
 {
   echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -198,6 +201,9 @@ measure() {
 # -reuseport and wsbench spreads its clients over worker processes.
 # RAMP_CONNS, RAMP_TIME, RAMP_INTERVAL and RAMP_HOLD change the shape;
 # RAMP_BRIDGE_ARGS adds wsbridge flags (e.g. the pipelined tuning).
+# RAMP_GOMAXPROCS (default 1) is each bridge's and each wsbench process's
+# GOMAXPROCS: with 30 processes on a few cores, more Ps per process only
+# add threads that spin looking for work (docs/scaling.md).
 ramp250k() {
   local procs=16 i pids=()
   local conns=${RAMP_CONNS:-250000} over=${RAMP_TIME:-60} every=${RAMP_INTERVAL:-10} hold=${RAMP_HOLD:-60}
@@ -207,7 +213,7 @@ ramp250k() {
   local extra
   read -r -a extra <<<"${RAMP_BRIDGE_ARGS:-}"
   for ((i = 0; i < procs; i++)); do
-    "$bin/wsbridge" -listen 127.0.0.1:7001 -reuseport -admin "127.0.0.1:$((7100 + i))" \
+    GOMAXPROCS=${RAMP_GOMAXPROCS:-1} "$bin/wsbridge" -listen 127.0.0.1:7001 -reuseport -admin "127.0.0.1:$((7100 + i))" \
       -backend http://127.0.0.1:8000/ -backend-max-conns 256 -loops 1 -log-level warn "${extra[@]}" \
       >"$out/ramp-bridge-$i.log" 2>&1 &
     pids+=($!)
@@ -216,7 +222,7 @@ ramp250k() {
   sleep 1
   local c0=0 c1=0 rss=0 pid
   for pid in "${pids[@]}"; do c0=$((c0 + $(cpu_ticks "$pid"))); done
-  "$bin/wsbench" ramp -url ws://127.0.0.1:7001 -conns "$conns" -ramp "${over}s" -interval "${every}s" \
+  GOMAXPROCS=${RAMP_GOMAXPROCS:-1} "$bin/wsbench" ramp -url ws://127.0.0.1:7001 -conns "$conns" -ramp "${over}s" -interval "${every}s" \
     -duration "${hold}s" -sources 128 -json -csv "$out/ramp.csv" >"$out/ramp.json" 2>"$out/ramp.progress" &
   local gen=$!
   # The ramp, then half the hold: sample while all are held. The 16 admin
@@ -234,7 +240,9 @@ ramp250k() {
   { grep -hE '^wsbridge_(connections|upgrades_refused_total)' "$out"/ramp-metrics-*.txt || true; } |
     awk '{sum[$1] += $2} END {for (k in sum) if (sum[k] > 0) print k, sum[k]}' | sort >"$out/ramp-bridges.txt"
   rm -f "$out"/ramp-metrics-*.txt
-  wait "$gen"
+  # A non-zero exit (say, a worker that missed its stop deadline) is
+  # reported, and the result line still written from what wsbench printed.
+  wait "$gen" || echo "compare.sh: wsbench ramp exited with status $?" >&2
   for pid in "${pids[@]}"; do c1=$((c1 + $(cpu_ticks "$pid"))); done
   jq -c --argjson rss "$rss" --argjson t "$((c1 - c0))" --argjson clk "$clk" --argjson p "$procs" \
     '{bridge:"wsbridge", run:"ramp", asked:.conns, bridge_processes:$p, held:.held, max_held:.max_held,
