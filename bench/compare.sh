@@ -51,6 +51,11 @@ if [[ -z ${WSB_IN_NS:-} ]]; then
   ip netns add "$ns"
   trap 'ip netns delete "$ns" 2>/dev/null || true' EXIT
   ip -n "$ns" link set lo up
+  # A new namespace starts with the kernel's defaults for its own network
+  # settings: give it what sysctl/tune applies for 250,000 connections, so
+  # every run sees a host tuned as the README says.
+  ip netns exec "$ns" sysctl -q -w net.core.somaxconn=32768 net.ipv4.tcp_max_syn_backlog=32768 \
+    net.ipv4.ip_local_port_range="10240 65535" net.ipv4.tcp_fin_timeout=15 net.ipv4.tcp_tw_reuse=1
   args=(--out "$out")
   [[ -n $peer ]] && args+=(--peer "$peer")
   ((ramp)) && args+=(--ramp)
