@@ -162,10 +162,10 @@ func (l *loop) run() {
 	}
 }
 
-// live counts connections with a socket.
-// live is the number of open sockets. It is a counter, not a scan: the
-// stopping loop asks on every iteration, and a scan of ~18,000 connections
-// each time made a worker on a saturated box miss its stop deadline.
+// live is the number of open sockets. It is a counter, not a scan: a
+// stopping loop asks on every iteration, and scanning ~18,000 connections
+// each time is the likeliest reason a worker on a saturated box once missed
+// its stop deadline.
 func (l *loop) live() int { return l.open }
 
 // startMore starts first connects that are due, within MaxInflight.
