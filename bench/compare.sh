@@ -250,7 +250,10 @@ ramp250k() {
   wait "$gen" || echo "compare.sh: wsbench ramp exited with status $?" >&2
   for pid in "${pids[@]}"; do c1=$((c1 + $(cpu_ticks "$pid"))); done
   jq -c --argjson rss "$rss" --argjson t "$((c1 - c0))" --argjson clk "$clk" --argjson p "$procs" \
-    '{bridge:"wsbridge", run:"ramp", asked:.conns, bridge_processes:$p, held:.held, max_held:.max_held,
+    --argjson over "$over" --argjson every "$every" --argjson hold "$hold" \
+    --arg args "${RAMP_BRIDGE_ARGS:-}" --arg gmp "${RAMP_GOMAXPROCS:-1}" \
+    '{bridge:"wsbridge", run:"ramp", asked:.conns, ramp_s:$over, interval_s:$every, hold_s:$hold,
+      bridge_args:$args, gomaxprocs:$gmp, bridge_processes:$p, held:.held, max_held:.max_held,
       msgs_per_sec:(.msgs_per_sec|floor), p50_ms:.rtt_ms.p50, p99_ms:.rtt_ms.p99, max_ms:.rtt_ms.max,
       errors, error_kinds, bridges_rss_bytes:$rss, bridges_rss_per_conn:($rss / .max_held | floor),
       bridges_cpu_seconds:($t/$clk)}' "$out/ramp.json" >>"$out/results.jsonl"
