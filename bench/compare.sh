@@ -321,4 +321,4 @@ else
 fi
 echo
 cat "$out/results.jsonl"
-[[ -f $out/summary.txt ]] && cat "$out/summary.txt"
+if [[ -f $out/summary.txt ]]; then cat "$out/summary.txt"; fi
