@@ -43,6 +43,7 @@ var wsbridgeMetrics = map[string]bool{
 	"wsbridge_message_added_latency_seconds_sum":       true,
 	"wsbridge_message_added_latency_seconds_count":     true,
 	"wsbridge_pushes_total":                            true,
+	"wsbridge_memory_trims_total":                      true,
 	"up":                                               true, // Prometheus's own, per target
 }
 

@@ -25,6 +25,7 @@ type Metrics struct {
 	backendDur  [len(bridge.Methods)]prometheus.Observer
 	added       prometheus.Observer
 	pushes      map[string]prometheus.Counter
+	trims       prometheus.Counter
 }
 
 // Push outcomes, the label of wsbridge_pushes_total.
@@ -96,8 +97,14 @@ func NewMetrics() *Metrics {
 	for _, o := range []string{pushOK, pushUnknown, pushTooBig, pushSlowConsumer, pushBadRequest} {
 		m.pushes[o] = pushes.WithLabelValues(o)
 	}
+	m.trims = f(prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "wsbridge_memory_trims_total", Help: "Times the heap grown by a burst was collected and returned to the OS once the bridge was quiet (-trim-memory).",
+	})).(prometheus.Counter)
 	return m
 }
+
+// MemoryTrimmed counts one trim (wsbridge_memory_trims_total).
+func (m *Metrics) MemoryTrimmed() { m.trims.Inc() }
 
 // ObserveBackend is the bridge.Config.Observe hook.
 func (m *Metrics) ObserveBackend(meth bridge.Method, o bridge.Outcome, d time.Duration) {

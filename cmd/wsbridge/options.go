@@ -23,6 +23,7 @@ type options struct {
 	backendPipeline int
 	backendTimeout  time.Duration
 	pprof           bool
+	trimMemory      bool
 	cpuProfile      string
 	memProfile      string
 	logLevel        string
@@ -110,6 +111,7 @@ func parseOptions(args, env []string) (*options, error) {
 	fs.StringVar(&origins, "allow-origin", "", "comma-separated Origin allow-list (scheme://host[:port]); others get 403 (empty = any)")
 	fs.StringVar(&proxies, "trusted-proxies", "", "comma-separated CIDRs whose X-Forwarded-For is believed")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve /debug/pprof/ on the admin address")
+	fs.BoolVar(&o.trimMemory, "trim-memory", true, "after the heap has grown (a reconnect storm), return what the idle connections do not need to the OS once the bridge is quiet")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile to `file` (ws2api compatible)")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile to `file` at exit (ws2api compatible)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")

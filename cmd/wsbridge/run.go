@@ -92,6 +92,12 @@ func run(o *options) error {
 		return err
 	}
 
+	if o.trimMemory {
+		stopTrim := make(chan struct{})
+		defer close(stopTrim)
+		go newTrimmer().run(stopTrim, log.Named("trim"), metrics.MemoryTrimmed)
+	}
+
 	adminLn, err := net.Listen("tcp", o.admin)
 	if err != nil {
 		return fmt.Errorf("admin listener: %w", err)
