@@ -134,18 +134,23 @@ measure() {
   wait_port 7001
   sleep 1
 
-  # 1. Memory per idle connection: 15,000 connections held, no messages.
-  local rss0 rss1
+  # 1. Memory per idle connection: 15,000 connections held, no messages;
+  # read 5 s after the last connect, and again ~20 s after it, once the
+  # bridge has settled (wsbridge's -trim-memory acts after ~10 quiet seconds).
+  local rss0 rss1 rss2
   rss0=$(rss_bytes "$pid")
-  wsbench ramp -url ws://127.0.0.1:7001 -conns 15000 -rate 5000 -interval 1h -duration 8s \
+  wsbench ramp -url ws://127.0.0.1:7001 -conns 15000 -rate 5000 -interval 1h -duration 21s \
     -prefix idle >"$out/$name-idle.json" &
   local gen=$!
-  sleep 8 # 3 s of ramp, then held: sample in the middle of the hold
+  sleep 8 # 3 s of ramp, then held
   rss1=$(rss_bytes "$pid")
+  sleep 15
+  rss2=$(rss_bytes "$pid")
   wait "$gen"
-  jq -c --arg n "$name" --argjson a "$rss0" --argjson b "$rss1" \
-    '{bridge:$n, run:"idle", conns:.max_held, rss_before:$a, rss_held:$b,
-      bytes_per_conn:(($b - $a) / .max_held | floor), errors}' "$out/$name-idle.json" >>"$out/results.jsonl"
+  jq -c --arg n "$name" --argjson a "$rss0" --argjson b "$rss1" --argjson c "$rss2" \
+    '{bridge:$n, run:"idle", conns:.max_held, rss_before:$a, rss_held:$b, rss_settled:$c,
+      bytes_per_conn:(($b - $a) / .max_held | floor), bytes_per_conn_settled:(($c - $a) / .max_held | floor),
+      errors}' "$out/$name-idle.json" >>"$out/results.jsonl"
   sleep 2
 
   # 2. Round trips per bridge CPU-second: 200 connections in closed loop.
@@ -287,7 +292,7 @@ summarize() {
   jq -rs '
     def med: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor]
       else (.[length / 2 - 1] + .[length / 2]) / 2 end;
-    def figs: {idle: ["bytes_per_conn"], throughput: ["msgs_per_cpu_second", "msgs_per_sec"],
+    def figs: {idle: ["bytes_per_conn", "bytes_per_conn_settled"], throughput: ["msgs_per_cpu_second", "msgs_per_sec"],
       fixed_5000_msgs_per_sec: ["p99_ms", "added_p99_ms_le", "errors"],
       fixed_10000_msgs_per_sec: ["p99_ms", "added_p99_ms_le", "errors"],
       handshake: ["upgrades_per_sec", "upgrades_per_cpu_second"], push: ["pushes_per_sec", "delivery_p99_ms"]};
