@@ -224,11 +224,13 @@ func TestDensity(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts wsbridge and runs load")
 	}
+	defer func(d time.Duration) { DensitySettle = d }(DensitySettle)
+	DensitySettle = 500 * time.Millisecond
 	res := run(t, &Config{Scenario: Density, Conns: 300, TConns: 20, Duration: time.Second, Size: 64,
 		Sources: 8, Procs: 1, Timeout: 10 * time.Second, BridgeBin: bridgeBin, IDPrefix: "d"})
 	d := res.Density
-	if d == nil || d.RSSAfter <= 0 || d.HeapAfter <= 0 || d.MsgsPerCPUSec <= 0 {
-		t.Fatalf("density: got %+v, want RSS, heap and msgs per CPU-second", d)
+	if d == nil || d.RSSAfter <= 0 || d.RSSSettled <= 0 || d.HeapAfter <= 0 || d.MsgsPerCPUSec <= 0 {
+		t.Fatalf("density: got %+v, want RSS (held and settled), heap and msgs per CPU-second", d)
 	}
 	requireEqual(t, "errors", res.Errors, 0)
 	requireEqual(t, "violations", res.Violations, 0)

@@ -24,6 +24,8 @@ type DensityResult struct {
 	RSSBefore     int64   `json:"rss_before"` // bytes, bridge started and idle
 	RSSAfter      int64   `json:"rss_after"`  // bytes, with Conns idle connections
 	RSSPerConn    float64 `json:"rss_per_conn"`
+	RSSSettled    int64   `json:"rss_settled"` // bytes, DensitySettle later (wsbridge's -trim-memory has acted)
+	RSSSettledPer float64 `json:"rss_settled_per_conn"`
 	HeapBefore    int64   `json:"heap_before"` // go_memstats_heap_inuse_bytes
 	HeapAfter     int64   `json:"heap_after"`
 	HeapPerConn   float64 `json:"heap_per_conn"`
@@ -35,6 +37,10 @@ type DensityResult struct {
 	MsgsPerCPUSec float64 `json:"msgs_per_cpu_sec"`
 	RTT           Latency `json:"throughput_rtt_ms"`
 }
+
+// DensitySettle is how long after its first reading a density run reads the
+// bridge's RSS again (wsbridge trims ~10 s after the last connect).
+var DensitySettle = 20 * time.Second
 
 // procStats reads a process's resident set (bytes) and CPU time (seconds,
 // user+system; CLK_TCK is 100 on Linux).
@@ -184,6 +190,12 @@ func runDensity(ctx context.Context, r *runner) (*Result, error) {
 	d.RSSPerConn = float64(rss1-rss0) / float64(cfg.Conns)
 	d.HeapPerConn = float64(heap1-heap0) / float64(cfg.Conns)
 	d.CPUConnect = cpu1 - cpu0
+	// Once more when the bridge has settled: an idle bridge keeps what the
+	// burst of connects left until -trim-memory returns it.
+	idle.until(ctx, time.Now().Add(DensitySettle), nil)
+	if rss2, _, err := procStats(pid); err == nil {
+		d.RSSSettled, d.RSSSettledPer = rss2, float64(rss2-rss0)/float64(cfg.Conns)
+	}
 	res.Seconds = time.Since(idle.start).Seconds()
 	err = idle.end(res)
 	idle.finish(res)

@@ -153,6 +153,9 @@ func WriteTable(w io.Writer, r *Result) {
 	}
 	if d := r.Density; d != nil {
 		row("bridge RSS", "%.1f MiB idle → %.1f MiB with %d conns: %.0f B/conn", mib(d.RSSBefore), mib(d.RSSAfter), d.Conns, d.RSSPerConn)
+		if d.RSSSettled > 0 {
+			row("settled", "%.1f MiB %s later: %.0f B/conn", mib(d.RSSSettled), DensitySettle, d.RSSSettledPer)
+		}
 		row("bridge heap", "%.1f MiB → %.1f MiB: %.0f B/conn", mib(d.HeapBefore), mib(d.HeapAfter), d.HeapPerConn)
 		row("bridge CPU", "%.2f s to accept %d conns", d.CPUConnect, d.Conns)
 		row("throughput", "%d conns: %.0f msgs/s, %.2f bridge CPU-s: %.0f msgs per CPU-second", d.TConns, d.MsgsPerSec, d.CPUThroughput, d.MsgsPerCPUSec)
