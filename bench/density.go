@@ -42,18 +42,26 @@ type DensityResult struct {
 // bridge's RSS again (wsbridge trims ~10 s after the last connect).
 var DensitySettle = 20 * time.Second
 
-// procStats reads a process's resident set (bytes) and CPU time (seconds,
-// user+system; CLK_TCK is 100 on Linux).
-func procStats(pid int) (rss int64, cpu float64, err error) {
+// RSS reads a process's resident set in bytes from /proc.
+func RSS(pid int) (int64, error) {
 	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	for _, line := range strings.Split(string(st), "\n") {
 		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
 			kb, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
-			rss = kb << 10
+			return kb << 10, nil
 		}
+	}
+	return 0, fmt.Errorf("bench: no VmRSS in /proc/%d/status", pid)
+}
+
+// procStats reads a process's resident set (bytes) and CPU time (seconds,
+// user+system; CLK_TCK is 100 on Linux).
+func procStats(pid int) (rss int64, cpu float64, err error) {
+	if rss, err = RSS(pid); err != nil {
+		return 0, 0, err
 	}
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -37,19 +36,8 @@ func TestDrain10k(t *testing.T) {
 	}})
 	p := startFastBridge(t, b.URL, "-drain-timeout", "10s", "-ping-interval", "0", "-log-level", "info")
 
-	conns := make([]*raw, clients)
+	conns := rawUpgradeMany(t, p.ws, "drain", clients, 64)
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 64)
-	for i := range clients {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			conns[i] = rawUpgrade(t, p.ws, fmt.Sprintf("drain-%d", i))
-		}()
-	}
-	wg.Wait()
 	for _, r := range conns {
 		r.frame(ws.OpText, true, []byte("last words"))
 	}

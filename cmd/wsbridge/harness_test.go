@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -190,6 +191,26 @@ func upgradeRequest(id string, extra ...string) string {
 	}
 	b.WriteString("\r\n")
 	return b.String()
+}
+
+// rawUpgradeMany opens n connections, prefix-0 … prefix-(n-1), parallel
+// at a time.
+func rawUpgradeMany(t testing.TB, addr, prefix string, n, parallel int) []*raw {
+	t.Helper()
+	conns := make([]*raw, n)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, parallel)
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			conns[i] = rawUpgrade(t, addr, fmt.Sprintf("%s-%d", prefix, i))
+		}()
+	}
+	wg.Wait()
+	return conns
 }
 
 func (r *raw) send(s string) {
