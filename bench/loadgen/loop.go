@@ -15,7 +15,7 @@ import (
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 
-	"github.com/wsbridge/wsbridge/bench/client"
+	"github.com/wsbridge/wsbridge/client"
 	"github.com/wsbridge/wsbridge/protocol"
 )
 

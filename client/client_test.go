@@ -16,7 +16,7 @@ import (
 
 	"github.com/wsbridge/wsbridge/bench/backend"
 	"github.com/wsbridge/wsbridge/bench/bridgetest"
-	"github.com/wsbridge/wsbridge/bench/client"
+	"github.com/wsbridge/wsbridge/client"
 )
 
 var bridgeBin string

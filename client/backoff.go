@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/wsbridge/wsbridge/protocol"
 )
 
 // Backoff is a full-jitter exponential backoff policy ("Exponential Backoff
@@ -87,13 +89,14 @@ func (a Action) String() string {
 	return "reconnect"
 }
 
-// Close codes wsbridge sends (DESIGN.md §6).
+// Close codes wsbridge sends that a client acts on (docs/protocol.md,
+// "Close codes"); the values are protocol's.
 const (
-	CodeRestart      ws.StatusCode = 1012 // drain or restart; reason "retry=N"
-	CodeTryAgain     ws.StatusCode = 1013 // slow consumer or overload
-	CodeReplaced     ws.StatusCode = 4000 // a newer connection took the ClientId
-	CodeDisconnected ws.StatusCode = 4001 // the backend disconnected this client
-	CodeHeartbeat    ws.StatusCode = 4002 // heartbeat timeout
+	CodeRestart   = protocol.CloseRestart   // drain or restart; reason "retry=N"
+	CodeTryAgain  = protocol.CloseTryAgain  // slow consumer or overload
+	CodeReplaced  = protocol.CloseReplaced  // a newer connection took the ClientId
+	CodeKicked    = protocol.CloseKicked    // the backend disconnected this client
+	CodeHeartbeat = protocol.CloseHeartbeat // heartbeat timeout
 )
 
 // OnClose maps a close frame from the server to an action and a delay hint:
@@ -107,7 +110,7 @@ func OnClose(code ws.StatusCode, reason string) (Action, time.Duration) {
 	switch code {
 	case CodeRestart:
 		return Reconnect, ParseRetry(reason)
-	case CodeReplaced, CodeDisconnected,
+	case CodeReplaced, CodeKicked,
 		ws.StatusNormalClosure, ws.StatusProtocolError, ws.StatusUnsupportedData,
 		ws.StatusInvalidFramePayloadData, ws.StatusPolicyViolation,
 		ws.StatusMessageTooBig, ws.StatusMandatoryExt:

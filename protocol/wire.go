@@ -1,0 +1,28 @@
+package protocol
+
+import "github.com/gobwas/ws"
+
+// Close codes wsbridge sends besides RFC 6455's own, and the two RFC codes
+// it gives a meaning of its own (docs/protocol.md, "Close codes"). The
+// engine, the client library and the tests all use these.
+const (
+	CloseReplaced  ws.StatusCode = 4000 // replaced by a newer connection with the same ClientId: do not reconnect
+	CloseKicked    ws.StatusCode = 4001 // disconnected by the backend (admin DELETE): do not reconnect
+	CloseHeartbeat ws.StatusCode = 4002 // no answer to a ping within the pong timeout: reconnect
+	CloseRestart   ws.StatusCode = 1012 // restart or drain; the reason is "retry=<seconds>": reconnect after that
+	CloseTryAgain  ws.StatusCode = 1013 // slow consumer or overload: reconnect later, with backoff
+	CloseGone      ws.StatusCode = 1006 // reported to the backend only: the connection ended without a close frame
+)
+
+// Header names of the backend protocol, in canonical form.
+const (
+	// HeaderConnectionID is on every backend call: the connection's id,
+	// unique across the process's life and restarts.
+	HeaderConnectionID = "Wsbridge-Connection-Id"
+	// HeaderReplaces is on a GET that would replace an open connection
+	// with the same ClientId: that connection's id.
+	HeaderReplaces = "Wsbridge-Replaces"
+	// HeaderCloseCode is on a DELETE: the code of the close that ended
+	// the connection.
+	HeaderCloseCode = "Wsbridge-Close-Code"
+)
