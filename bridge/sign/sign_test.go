@@ -1,12 +1,16 @@
 package sign_test
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -379,6 +383,49 @@ func TestSignerConcurrent(t *testing.T) {
 	for range 8 {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestVerifyOverHTTP verifies in a real net/http server, where path and
+// query come from the request line as received: percent-encoding is kept
+// as the bridge sent it.
+func TestVerifyOverHTTP(t *testing.T) {
+	s := mustSigner(t, "k1=secret-one")
+	v := mustVerifier(t, "k1=secret-one")
+	type result struct {
+		got sign.Verified
+		err error
+	}
+	results := make(chan result, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		got, err := v.Verify(r, body)
+		results <- result{got, err}
+	}))
+	defer srv.Close()
+	for _, m := range []sign.Message{
+		{Method: "GET", Path: []byte("/api%7e1/alice"), Query: []byte("token=a%20b&next=%2Fx"), ConnectionID: []byte("c-1"), Seq: 1},
+		{Method: "POST", Path: []byte("/api%7e1/alice"), Body: []byte("hello"), ConnectionID: []byte("c-1"), Seq: 2},
+		{Method: "DELETE", Path: []byte("/alice"), Body: []byte("bye"), ConnectionID: []byte("c-1"), Seq: 3},
+	} {
+		m.Created = time.Now().Unix()
+		r := request(t, s, m)
+		u, err := url.Parse(srv.URL + r.URL.RequestURI())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.URL, r.Host = u, u.Host
+		r.Body = io.NopCloser(bytes.NewReader(m.Body))
+		r.ContentLength = int64(len(m.Body))
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		res := <-results
+		if res.err != nil || res.got.Seq != m.Seq {
+			t.Fatalf("%s %s?%s: got %+v, %v; want seq %d, nil", m.Method, m.Path, m.Query, res.got, res.err, m.Seq)
 		}
 	}
 }

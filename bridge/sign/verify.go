@@ -257,12 +257,14 @@ func componentValue(r *http.Request, name string) (string, error) {
 	case "@method":
 		return r.Method, nil
 	case "@path":
-		if p := r.URL.EscapedPath(); p != "" {
-			return p, nil
+		p, _ := target(r)
+		if p == "" {
+			return "/", nil
 		}
-		return "/", nil
+		return p, nil
 	case "@query":
-		return "?" + r.URL.RawQuery, nil
+		_, q := target(r)
+		return "?" + q, nil
 	case "@authority":
 		return strings.ToLower(r.Host), nil
 	}
@@ -284,6 +286,16 @@ func componentValue(r *http.Request, name string) (string, error) {
 		return "", fmt.Errorf("%w: header %q has a line break", ErrMalformed, name)
 	}
 	return b.String(), nil
+}
+
+// target returns r's path and raw query as received: from the request
+// line when r came to a server in origin form, else from r.URL.
+func target(r *http.Request) (path, query string) {
+	if strings.HasPrefix(r.RequestURI, "/") {
+		path, query, _ = strings.Cut(r.RequestURI, "?")
+		return path, query
+	}
+	return r.URL.EscapedPath(), r.URL.RawQuery
 }
 
 // checkDigest checks the sha-256 member of Content-Digest against body.
