@@ -67,9 +67,11 @@
 //     connection id, a seq already handled), not impossible; a backend
 //     for which a repeated POST matters must remember the seq.
 //   - Secrecy: the body travels in clear. Use an https backend URL.
-//   - Other headers (X-Forwarded-For, Content-Type, the GET's forwarded
-//     client headers) and the reply are not signed. The host is not
-//     either: give each backend its own key.
+//   - Other headers are not signed: X-Forwarded-For, Content-Type, the
+//     GET's forwarded client headers, Wsbridge-Replaces, Wsbridge-Close-Code;
+//     nor is the reply. The host is not either: give each backend its own
+//     key. (The Verifier and the PHP verifier rebuild the base from whatever
+//     Signature-Input lists, so covering more later breaks neither.)
 //   - Proxies that rewrite the path or re-encode the query break the
 //     signature; the backend must see the request line as the bridge sent
 //     it.
@@ -78,6 +80,9 @@
 //
 // Signer.Append hashes the body once for the digest and the ~400-byte
 // base once for the HMAC, into the caller's buffer with a pooled HMAC
-// state: no allocation per call (TestAppendAllocs). See
-// BenchmarkSignerAppend for the time per call by body size.
+// state: no allocation per call (TestAppendAllocs). BenchmarkSignerAppend
+// on a 2-core EPYC VM: about 0.8 µs for an empty body, 1.6 µs for 1 KiB,
+// 60–80 µs for 64 KiB (the body's SHA-256, about 1 GB/s, dominates past a
+// few KiB). It belongs on the goroutine that sends the call, not on an
+// event loop.
 package sign
