@@ -29,9 +29,9 @@ const (
 	Alg = "hmac-sha256"
 )
 
-// Components are the covered components of every wsbridge signature, in
+// components are the covered components of every wsbridge signature, in
 // signature-base order. A Verifier requires all of them.
-var Components = [...]string{
+var components = [...]string{
 	"@method", "@path", "@query", "content-digest", "wsbridge-connection-id", "wsbridge-seq",
 }
 
@@ -103,7 +103,7 @@ func NewSigner(keys []Key) (*Signer, error) {
 	}
 	k := keys[0]
 	s := &Signer{keyID: k.ID, secret: append([]byte(nil), k.Secret...)}
-	s.prefix = append(appendSigParams(nil, Components[:], nil), ";created="...)
+	s.prefix = append(appendSigParams(nil, components[:], nil), ";created="...)
 	s.suffix = appendParamList(nil, []param{{name: "keyid", str: k.ID}, {name: "alg", str: Alg}})
 	s.pool.New = func() any {
 		return &state{mac: hmac.New(sha256.New, s.secret), base: make([]byte, 0, 512)}
