@@ -84,10 +84,10 @@ func (v *Verifier) Verify(r *http.Request, body []byte) (Verified, error) {
 
 // VerifyAt checks, as of now, that r carries a signature labelled
 // wsbridge covering every component the Signer covers (see the package
-// doc), made with one of the
-// Verifier's keys over r's method, path, query and headers as received,
-// that Content-Digest is the body's SHA-256, and that the signature's
-// created time is within the maximum age of now. It does not remember
+// doc), made with one of the Verifier's keys over r's method, path, query
+// and headers as received, that Content-Digest is the body's SHA-256, and
+// that the signature's created time is within the maximum age of now. A
+// signature without alg is taken as hmac-sha256; any other alg is refused. It does not remember
 // anything: telling a replay within the maximum age from an original is
 // the caller's job, with Verified.Seq (see the package doc).
 func (v *Verifier) VerifyAt(r *http.Request, body []byte, now time.Time) (Verified, error) {
