@@ -5,7 +5,7 @@ BIN       ?= bin
 # "context deadline exceeded" failure on go1.26 (go.dev/issue/75804).
 FUZZTIME  ?= 300000x
 BENCHTIME ?= 1s
-BENCHPKGS ?= ./protocol/ ./engine/ ./bridge/
+BENCHPKGS ?= ./protocol/ ./engine/ ./bridge/ ./bridge/sign/
 
 .DEFAULT_GOAL := help
 
@@ -26,6 +26,7 @@ test: ## all tests with the race detector in random order, then the load, alloca
 	$(GO) test -race -shuffle=on -timeout 15m ./...
 	$(GO) test -count=1 -timeout 10m -run 'TestReconnectStorm|TestDrain10k|TestTrimAfterBurst' -v ./cmd/wsbridge/
 	$(GO) test -count=1 -timeout 5m -run 'TestRoundTripAllocs|TestIdleConnMemory|TestStateSizes' -v ./engine/
+	$(GO) test -count=1 -timeout 5m -run 'TestAppendAllocs' -v ./bridge/sign/
 
 .PHONY: test-short
 test-short: ## quick tests without the race detector
@@ -51,6 +52,7 @@ density: build ## bridge RSS/heap per idle connection and msgs per bridge CPU-se
 fuzz: ## run every fuzz target for FUZZTIME executions each (crashers land in testdata/); minimizing is capped so a short run ends on time
 	$(GO) test -run '^$$' -fuzz '^FuzzDecoder$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./protocol/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./protocol/
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./bridge/sign/
 
 .PHONY: lint
 lint: ## gofmt, go vet and shellcheck

@@ -1,0 +1,211 @@
+package examples_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wsbridge/wsbridge/bridge/sign"
+	"github.com/wsbridge/wsbridge/protocol"
+)
+
+// startVerifier serves examples/testdata/verify_router.php, which runs
+// examples/php/verify_signature.php on every request, on a free loopback
+// port with env added, and waits until it answers.
+func startVerifier(t *testing.T, env ...string) string {
+	t.Helper()
+	router, err := filepath.Abs(filepath.Join("testdata", "verify_router.php"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + freePorts(t, 1)[0]
+	cmd := exec.Command("php", "-S", addr, router)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	logs := &logBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		killGroup(cmd, done)
+		if t.Failed() {
+			t.Logf("php -S log:\n%s", logs)
+		}
+	})
+	base := "http://" + addr
+	waitFor(t, 15*time.Second, func() error {
+		select {
+		case <-done:
+			t.Fatalf("php -S exited at start:\n%s", logs)
+		default:
+		}
+		resp, err := http.Get(base + "/")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			return fmt.Errorf("unsigned GET /: got %d, want 401", resp.StatusCode)
+		}
+		return nil
+	})
+	return base
+}
+
+// signedCall is one backend call as the bridge would send it.
+type signedCall struct {
+	method, path, query, body string
+	connID                    string
+	seq                       uint64
+	created                   int64
+}
+
+// send signs c with s and sends it to base, after tamper (if any) has
+// changed the request; it returns the status and the body of the answer.
+func (c signedCall) send(t *testing.T, s *sign.Signer, base string, tamper func(*http.Request)) (int, string) {
+	t.Helper()
+	m := sign.Message{Method: c.method, Path: []byte(c.path), Query: []byte(c.query), Body: []byte(c.body),
+		ConnectionID: []byte(c.connID), Seq: c.seq, Created: c.created}
+	_, sig := s.Append(nil, &m)
+	u := base + c.path
+	if c.query != "" {
+		u += "?" + c.query
+	}
+	req, err := http.NewRequest(c.method, u, strings.NewReader(c.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set(protocol.HeaderConnectionID, c.connID)
+	req.Header.Set(sign.HeaderSeq, string(sig.Seq))
+	req.Header.Set(sign.HeaderContentDigest, string(sig.ContentDigest))
+	req.Header.Set(sign.HeaderSignatureInput, string(sig.SignatureInput))
+	req.Header.Set(sign.HeaderSignature, string(sig.Signature))
+	req.Header.Set("X-Forwarded-For", "127.0.0.1")
+	if tamper != nil {
+		tamper(req)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", c.method, u, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestPHPVerifySignature runs examples/php/verify_signature.php in real
+// php on calls signed by the Go Signer: the valid ones are accepted with
+// the connection id, seq and keyid they carry, and each tampered or
+// wrongly signed one is refused.
+func TestPHPVerifySignature(t *testing.T) {
+	needTools(t, "php")
+	// The backend knows both keys; the bridge signs with the newer one.
+	php := startVerifier(t, "WSBRIDGE_SIGN_KEY=k2025=old secret,k2026=bmV3IHNlY3JldA==", "SIGN_MAX_AGE=300", "PHP_CLI_SERVER_WORKERS=2")
+	signer, err := sign.ParseSigner("k2026=bmV3IHNlY3JldA==,k2025=old secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().Unix()
+	binary := make([]byte, 256)
+	for i := range binary {
+		binary[i] = byte(i)
+	}
+	valid := []signedCall{
+		{"GET", "/alice", "token=a%20b&x=1", "", "5be1c0a2f3d4-1a", 1, now},
+		{"GET", "/alice", "", "", "5be1c0a2f3d4-1b", 1, now},
+		{"POST", "/alice", "", `{"text":"hi there"}`, "5be1c0a2f3d4-1a", 2, now},
+		{"POST", "/alice", "", string(binary), "5be1c0a2f3d4-1a", 3, now},
+		{"POST", "/alice", "", strings.Repeat("0123456789abcdef", 4096), "5be1c0a2f3d4-1a", 4, now},
+		{"DELETE", "/alice", "", "going away", "5be1c0a2f3d4-1a", 5, now - 200},
+	}
+	for _, c := range valid {
+		st, body := c.send(t, signer, php, nil)
+		if st != 200 {
+			t.Fatalf("%s %s?%s (%d B body, seq %d): got %d %q, want 200", c.method, c.path, c.query, len(c.body), c.seq, st, body)
+		}
+		var got struct {
+			KeyID        string `json:"keyid"`
+			ConnectionID string `json:"connection_id"`
+			Seq          uint64 `json:"seq"`
+			Created      int64  `json:"created"`
+		}
+		if err := json.Unmarshal([]byte(body), &got); err != nil {
+			t.Fatalf("%s %s: answer %q: %v", c.method, c.path, body, err)
+		}
+		want := fmt.Sprint("k2026 ", c.connID, " ", c.seq, " ", c.created)
+		requireEqual(t, c.method+" "+c.path+" verified", fmt.Sprint(got.KeyID, " ", got.ConnectionID, " ", got.Seq, " ", got.Created), want)
+	}
+
+	// Rotation: a call still signed with the old key is accepted too.
+	oldSigner, err := sign.ParseSigner("k2025=old secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := signedCall{"POST", "/alice", "", `{"text":"hi"}`, "5be1c0a2f3d4-1a", 7, now}
+	st, body := post.send(t, oldSigner, php, nil)
+	if st != 200 || !strings.Contains(body, `"keyid":"k2025"`) {
+		t.Fatalf("POST signed with the old key: got %d %q, want 200 with keyid k2025", st, body)
+	}
+
+	wrongKey, err := sign.ParseSigner("k2026=guessed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknownKey, err := sign.ParseSigner("k2027=bmV3IHNlY3JldA==")
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := signedCall{"GET", "/alice", "token=letmein", "", "5be1c0a2f3d4-1a", 1, now}
+	for _, c := range []struct {
+		name   string
+		call   signedCall
+		signer *sign.Signer
+		tamper func(*http.Request)
+		reason string
+	}{
+		{"body tampered", post, signer, func(r *http.Request) {
+			r.Body, r.ContentLength = io.NopCloser(strings.NewReader(`{"text":"ho"}`)), 13
+		}, "Content-Digest does not match the body"},
+		{"body and Content-Digest tampered", post, signer, func(r *http.Request) {
+			r.Body, r.ContentLength = io.NopCloser(strings.NewReader(`{"text":"ho"}`)), 13
+			r.Header.Set(sign.HeaderContentDigest, string(sign.AppendDigest(nil, []byte(`{"text":"ho"}`))))
+		}, "signature does not match"},
+		{"seq changed", post, signer, func(r *http.Request) { r.Header.Set(sign.HeaderSeq, "8") }, "signature does not match"},
+		{"connection id changed", post, signer, func(r *http.Request) {
+			r.Header.Set(protocol.HeaderConnectionID, "5be1c0a2f3d4-1b")
+		}, "signature does not match"},
+		{"method changed", post, signer, func(r *http.Request) { r.Method = "DELETE" }, "signature does not match"},
+		{"path changed", post, signer, func(r *http.Request) { r.URL.Path = "/bob" }, "signature does not match"},
+		{"query changed", get, signer, func(r *http.Request) { r.URL.RawQuery = "token=letmeout" }, "signature does not match"},
+		{"query added", post, signer, func(r *http.Request) { r.URL.RawQuery = "x=1" }, "signature does not match"},
+		{"wrong key", post, wrongKey, nil, "signature does not match"},
+		{"unknown keyid", post, unknownKey, nil, "unknown keyid"},
+		{"too old", signedCall{"POST", "/alice", "", "hi", "5be1c0a2f3d4-1a", 9, now - 400}, signer, nil,
+			"created is more than max age from now"},
+		{"from the future", signedCall{"POST", "/alice", "", "hi", "5be1c0a2f3d4-1a", 9, now + 400}, signer, nil,
+			"created is more than max age from now"},
+		{"seq not covered", post, signer, func(r *http.Request) {
+			r.Header.Set(sign.HeaderSignatureInput, strings.Replace(r.Header.Get(sign.HeaderSignatureInput), ` "wsbridge-seq"`, "", 1))
+		}, "required components not covered"},
+		{"unsigned", post, signer, func(r *http.Request) {
+			r.Header.Del(sign.HeaderSignature)
+			r.Header.Del(sign.HeaderSignatureInput)
+		}, "no wsbridge Signature-Input"},
+	} {
+		st, body := c.call.send(t, c.signer, php, c.tamper)
+		if st != http.StatusUnauthorized || body != c.reason+"\n" {
+			t.Errorf("%s: got %d %q, want 401 %q", c.name, st, body, c.reason)
+		}
+	}
+}
