@@ -25,8 +25,7 @@ run: ## run the bridge; with no BACKEND it starts the built-in demo echo backend
 test: ## all tests with the race detector in random order, then the load, allocation and memory tests without it (what CI runs)
 	$(GO) test -race -shuffle=on -timeout 15m ./...
 	$(GO) test -count=1 -timeout 10m -run 'TestReconnectStorm|TestDrain10k|TestTrimAfterBurst' -v ./cmd/wsbridge/
-	$(GO) test -count=1 -timeout 5m -run 'TestRoundTripAllocs|TestIdleConnMemory|TestStateSizes' -v ./engine/
-	$(GO) test -count=1 -timeout 5m -run 'TestAppendAllocs' -v ./bridge/sign/
+	$(GO) test -count=1 -timeout 5m -run 'Allocs|TestIdleConnMemory|TestStateSizes' -v ./protocol/ ./engine/ ./bridge/...
 
 .PHONY: test-short
 test-short: ## quick tests without the race detector
