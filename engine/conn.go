@@ -166,7 +166,10 @@ func (c *conn) readHandshake() gnet.Action {
 		c.write(protocol.AppendRefusal(l.wbuf[:0], he))
 		return gnet.Close
 	}
-	_, _ = c.gc.Discard(n)
+	// r aliases buf until the head is discarded, and buf may be a pooled
+	// copy (a head that arrived in more than one read) that Discard hands
+	// to a pool shared by every loop: whatever outlives this function is
+	// copied from r before the Discard below, never after.
 	r := &l.req
 	if !s.originAllowed(r.Origin) {
 		return c.refuse(rrOrigin, 403, "origin not allowed\n")
@@ -203,6 +206,9 @@ func (c *conn) readHandshake() gnet.Action {
 	for i := range r.NForward {
 		call.Req.Header.AddBytesKV(r.Forward[i].Name, r.Forward[i].Value)
 	}
+	// Everything is copied (names, key, protocols, the GET's target and
+	// headers): only now may the head's bytes go.
+	_, _ = c.gc.Discard(n)
 	hs.get = call
 	c.side = hs
 	c.flags |= fCounted | fPending
