@@ -531,7 +531,9 @@ const (
 
 // backlogged reports whether the connection must stop taking messages until
 // its POST in flight finishes. A connection with nothing in flight may
-// always send one, so every paused connection has a POST to wake it.
+// always send one, so every paused connection has a POST to wake it:
+// onPOST reads on when it finishes, whether the pause was the connection's
+// own queue or the bridge-wide bound.
 func (c *conn) backlogged() bool {
 	if c.pipe.Idle() {
 		return false
@@ -569,19 +571,23 @@ func (c *conn) onPOST(call *bridge.Call) {
 		}
 	}
 	bridge.ReleaseCall(call)
-	if next := c.pipe.Done(); next != nil {
+	next := c.pipe.Done()
+	if next != nil {
 		s.queued.Add(-1)
 		next.Received = bridge.Now()
 		s.backend.Submit(next)
-		// Room in the queue again: read on what backpressure left behind.
-		if c.gc != nil && c.flags&fIntakeOver == 0 && c.gc.InboundBuffered() > 0 {
-			if c.readFrames() == gnet.Close {
-				c.l.closeConn(c)
-			}
-		}
-		return
 	}
-	c.maybeDelete()
+	// Room in the queue again: read on what backpressure left behind. This
+	// POST is also what wakes a connection paused by the bridge-wide bound
+	// (Config.MaxQueued) with nothing queued of its own.
+	if c.gc != nil && c.flags&fIntakeOver == 0 && c.gc.InboundBuffered() > 0 {
+		if c.readFrames() == gnet.Close {
+			c.l.closeConn(c)
+		}
+	}
+	if next == nil {
+		c.maybeDelete()
+	}
 }
 
 // sendFrame writes one data frame and enforces the outbound limit.

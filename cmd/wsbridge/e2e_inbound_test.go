@@ -5,15 +5,21 @@ import (
 	"crypto/rand"
 	"crypto/sha1"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
+	"github.com/valyala/fasthttp"
+
 	"github.com/wsbridge/wsbridge/bench/backend"
+	"github.com/wsbridge/wsbridge/protocol"
 )
 
 // splitUpgrade is one client of TestSplitUpgradeStress: an upgrade request
@@ -163,5 +169,99 @@ func TestSplitUpgradeStress(t *testing.T) {
 	requireEqual(t, "GETs", gets, total)
 	if len(want) > 0 {
 		t.Errorf("%d clients got no GET of their own", len(want))
+	}
+}
+
+// messagesIn is the messages_in of the admin API's info on id, or -1.
+func (p *proc) messagesIn(t testing.TB, id string) int {
+	t.Helper()
+	status, body, _ := p.adminDo(t, "GET", "/"+id, "")
+	if status != 200 {
+		return -1
+	}
+	var info struct {
+		MessagesIn int `json:"messages_in"`
+	}
+	if err := json.Unmarshal([]byte(body), &info); err != nil {
+		t.Fatalf("info of %s: %v in %q", id, err, body)
+	}
+	return info.MessagesIn
+}
+
+// TestGlobalQueuePauseResumes: a connection paused only because the
+// bridge-wide bound on queued messages was reached (32 × -backend-max-conns)
+// reads on when its own POST finishes. It has nothing queued of its own, so
+// nothing else would wake it: with heartbeats off its next message waited
+// for the client's next bytes, for ever.
+func TestGlobalQueuePauseResumes(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	unstall := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unstall) // before the backend's Close, which waits for its handlers
+	b := newBackend(t, backend.Options{Hook: func(ctx *fasthttp.RequestCtx, c *backend.Call) bool {
+		if c.Method == "POST" && string(c.Body) == "stall" {
+			<-release
+		}
+		return false
+	}})
+	// Two backend sockets: 64 queued messages fill the bridge-wide bound.
+	p := startBridge(t, b.URL, "-backend-max-conns", "2", "-max-pending-upgrades", "0", "-ping-interval", "0")
+	const fillers, perConn = 4, 16 // maxQueuedMessages behind each one's POST in flight
+	quiet := rawUpgrade(t, p.ws, "quiet")
+	var fill []*raw
+	for i := range fillers {
+		fill = append(fill, rawUpgrade(t, p.ws, fmt.Sprintf("filler-%d", i)))
+	}
+	// Each filler's first POST stalls (or waits for a backend socket), and
+	// 16 more messages queue behind it: 4 × 16 = 64 queued.
+	for _, r := range fill {
+		var burst []byte
+		burst = protocol.AppendClientFrame(burst, ws.OpText, true, testMask, []byte("stall"))
+		for j := range perConn {
+			burst = protocol.AppendClientFrame(burst, ws.OpText, true, testMask, []byte(strconv.Itoa(j)))
+		}
+		if _, err := r.conn.Write(burst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range fillers {
+		id := fmt.Sprintf("filler-%d", i)
+		waitFor(t, 10*time.Second, func() error {
+			if n := p.messagesIn(t, id); n != perConn+1 {
+				return fmt.Errorf("%s: messages read: got %d, want %d", id, n, perConn+1)
+			}
+			return nil
+		})
+	}
+	// quiet's first message is sent at once (it waits for a backend socket
+	// behind the stalled ones); its second finds the bound reached and stays
+	// unread, with nothing queued on quiet to wake it.
+	var two []byte
+	two = protocol.AppendClientFrame(two, ws.OpText, true, testMask, []byte("first"))
+	two = protocol.AppendClientFrame(two, ws.OpText, true, testMask, []byte("second"))
+	if _, err := quiet.conn.Write(two); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		if n := p.messagesIn(t, "quiet"); n != 1 {
+			return fmt.Errorf("quiet: messages read: got %d, want 1 (the second paused)", n)
+		}
+		return nil
+	})
+	unstall()
+	// Once the backend answers, everything flows again; quiet sends nothing
+	// more, so only the bridge can fetch its second message.
+	waitCalls(t, b, "quiet", "POST", 2)
+	for i := range fillers {
+		waitCalls(t, b, fmt.Sprintf("filler-%d", i), "POST", perConn+1)
+	}
+	for _, want := range []string{"first", "second"} {
+		h, got, err := quiet.readFrame()
+		if err != nil {
+			t.Fatalf("quiet: reply %q: %v", want, err)
+		}
+		if h.OpCode != ws.OpText || string(got) != want {
+			t.Fatalf("quiet: reply: got %v %q, want %q", h.OpCode, got, want)
+		}
 	}
 }
