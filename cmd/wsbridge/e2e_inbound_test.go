@@ -265,3 +265,63 @@ func TestGlobalQueuePauseResumes(t *testing.T) {
 		}
 	}
 }
+
+// TestBufferedAtSocketClose: messages and a close frame the bridge has read
+// but not yet decoded when the socket closes (it stopped decoding while the
+// connection's POST queue was full) are still POSTed, in order, and the
+// DELETE carries the client's close code, not 1006. The client writes it
+// all at once and closes its side; the first POST is held until the bridge
+// has closed the socket, so the rest is still in the bridge's buffer then.
+func TestBufferedAtSocketClose(t *testing.T) {
+	for _, n := range []int{20, 3000} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			release := make(chan struct{})
+			var once sync.Once
+			unstall := func() { once.Do(func() { close(release) }) }
+			t.Cleanup(unstall)
+			b := newBackend(t, backend.Options{Sequenced: true, Hook: func(ctx *fasthttp.RequestCtx, c *backend.Call) bool {
+				if c.Method == "POST" && string(c.Body) == "0" {
+					<-release
+				}
+				return false
+			}})
+			p := startBridge(t, b.URL, "-ping-interval", "0")
+			id := fmt.Sprintf("buffered-%d", n)
+			r := rawUpgrade(t, p.ws, id)
+			var all []byte
+			for i := range n {
+				all = protocol.AppendClientFrame(all, ws.OpText, true, testMask, []byte(strconv.Itoa(i)))
+			}
+			all = protocol.AppendClientFrame(all, ws.OpClose, true, testMask, ws.NewCloseFrameBody(1000, "bye"))
+			if _, err := r.conn.Write(all); err != nil {
+				t.Fatal(err)
+			}
+			// A FIN: the bridge sees the end of the stream and closes the
+			// socket, which the client sees as its own end of stream.
+			if err := r.conn.(*net.TCPConn).CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			r.expectEOF()
+			unstall()
+			waitFor(t, 30*time.Second, func() error {
+				if got := count(b, id, "DELETE"); got != 1 {
+					return fmt.Errorf("DELETEs: got %d, want 1 (POSTs so far %d)", got, count(b, id, "POST"))
+				}
+				return nil
+			})
+			posts := 0
+			for _, c := range b.Calls(id) {
+				if c.Method == "POST" {
+					if string(c.Body) != strconv.Itoa(posts) {
+						t.Fatalf("POST %d: got %q, want %q", posts, c.Body, strconv.Itoa(posts))
+					}
+					posts++
+				}
+			}
+			requireEqual(t, "POSTs", posts, n)
+			del := waitCalls(t, b, id, "DELETE", 1)[0]
+			requireEqual(t, "DELETE close code", del.CloseCode, "1000")
+			requireEqual(t, "DELETE body", string(del.Body), "bye")
+		})
+	}
+}
