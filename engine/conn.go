@@ -493,7 +493,7 @@ func (c *conn) decodeInbound() gnet.Action {
 			}
 		case protocol.EventPing:
 			if c.flags&fCloseSent == 0 {
-				c.write(protocol.AppendFrame(l.wbuf[:0], ws.OpPong, ev.Payload))
+				c.sendPong(ev.Payload)
 			}
 		case protocol.EventClose:
 			if c.flags&fCloseSent == 0 {
@@ -657,6 +657,21 @@ func (c *conn) sendFrame(op ws.OpCode, payload []byte) {
 	}
 	l.iov[1] = nil
 	c.checkOutbound()
+}
+
+// sendPong answers a ping. A pong counts against -max-outbound like every
+// frame towards the client: one that would not fit means the client sends
+// and does not read, and it is closed as a slow consumer (1013) instead of
+// gnet's outbound buffer growing with every ping.
+func (c *conn) sendPong(payload []byte) {
+	if c.gc == nil {
+		return
+	}
+	if c.gc.OutboundBuffered()+2+len(payload) > c.l.srv.cfg.MaxOutbound {
+		c.closeWith(crSlowConsumer, 0, "slow consumer")
+		return
+	}
+	c.write(protocol.AppendFrame(c.l.wbuf[:0], ws.OpPong, payload))
 }
 
 func (c *conn) checkOutbound() {

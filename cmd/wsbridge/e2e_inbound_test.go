@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/rand"
 	"crypto/sha1"
 	"encoding/base64"
@@ -324,4 +325,53 @@ func TestBufferedAtSocketClose(t *testing.T) {
 			requireEqual(t, "DELETE body", string(del.Body), "bye")
 		})
 	}
+}
+
+// heapInuse is the bridge's go_memstats_heap_inuse_bytes right after a
+// garbage collection (pprof's heap profile with gc=1 runs one).
+func (p *proc) heapInuse(t testing.TB) float64 {
+	t.Helper()
+	if status, _, _ := p.adminDo(t, "GET", "/debug/pprof/heap?gc=1", ""); status != 200 {
+		t.Fatalf("heap profile: got %d, want 200", status)
+	}
+	return p.metric(t, "go_memstats_heap_inuse_bytes")
+}
+
+// TestPingFloodBounded: a client that sends pings and never reads cannot
+// grow the bridge's memory. Every pong counts against -max-outbound like
+// any frame towards the client: once it would not fit, the client is a slow
+// consumer and is closed with 1013. Before, a pong was written for every
+// ping without that check and gnet's outbound buffer grew with them.
+func TestPingFloodBounded(t *testing.T) {
+	b := newBackend(t, backend.Options{})
+	p := startBridge(t, b.URL, "-max-outbound", "256KiB", "-ping-interval", "0")
+	r := rawUpgrade(t, p.ws, "pinger")
+	before := p.heapInuse(t)
+	// 125-byte pings (the largest) in 64 KiB writes: 64 MiB in all, or
+	// until the bridge closes the socket.
+	const total = 64 << 20
+	var chunk []byte
+	payload := bytes.Repeat([]byte("p"), 125)
+	for len(chunk) < 64<<10 {
+		chunk = protocol.AppendClientFrame(chunk, ws.OpPing, true, testMask, payload)
+	}
+	sent := 0
+	_ = r.conn.SetWriteDeadline(time.Now().Add(2 * time.Minute))
+	for sent < total {
+		n, err := r.conn.Write(chunk)
+		sent += n
+		if err != nil {
+			break // the bridge closed the socket
+		}
+	}
+	grown := p.heapInuse(t) - before
+	t.Logf("sent %d MiB of pings, read nothing: the bridge's heap grew by %.1f MiB", sent>>20, grown/(1<<20))
+	// 256 KiB of outbound, gnet's buffers and the race detector's shadow
+	// allocations, with room to spare; an unbounded outbound is ~60 MiB.
+	if grown > 16<<20 {
+		t.Errorf("heap growth: got %.1f MiB, want < 16 MiB", grown/(1<<20))
+	}
+	del := waitCalls(t, b, "pinger", "DELETE", 1)[0]
+	requireEqual(t, "DELETE close code", del.CloseCode, "1013")
+	requireEqual(t, "closed as slow consumer", p.metric(t, `wsbridge_connections_closed_total{reason="slow_consumer"}`), 1.0)
 }
