@@ -270,12 +270,20 @@ func TestGlobalQueuePauseResumes(t *testing.T) {
 // TestBufferedAtSocketClose: messages and a close frame the bridge has read
 // but not yet decoded when the socket closes (it stopped decoding while the
 // connection's POST queue was full) are still POSTed, in order, and the
-// DELETE carries the client's close code, not 1006. The client writes it
-// all at once and closes its side; the first POST is held until the bridge
-// has closed the socket, so the rest is still in the bridge's buffer then.
+// DELETE carries the client's close code, not 1006 (1006 only when there
+// was no close frame). The client writes it all at once and closes its
+// side; the first POST is held until the bridge has closed the socket, so
+// the rest is still in the bridge's buffer then.
 func TestBufferedAtSocketClose(t *testing.T) {
-	for _, n := range []int{20, 3000} {
-		t.Run(strconv.Itoa(n), func(t *testing.T) {
+	for _, tc := range []struct {
+		n         int
+		closeCode string // "" for no close frame
+	}{{20, "1000"}, {3000, "1000"}, {20, ""}} {
+		n, name := tc.n, fmt.Sprintf("%d_messages_close_%s", tc.n, tc.closeCode)
+		if tc.closeCode == "" {
+			name = fmt.Sprintf("%d_messages_no_close", n)
+		}
+		t.Run(name, func(t *testing.T) {
 			release := make(chan struct{})
 			var once sync.Once
 			unstall := func() { once.Do(func() { close(release) }) }
@@ -293,7 +301,9 @@ func TestBufferedAtSocketClose(t *testing.T) {
 			for i := range n {
 				all = protocol.AppendClientFrame(all, ws.OpText, true, testMask, []byte(strconv.Itoa(i)))
 			}
-			all = protocol.AppendClientFrame(all, ws.OpClose, true, testMask, ws.NewCloseFrameBody(1000, "bye"))
+			if tc.closeCode != "" {
+				all = protocol.AppendClientFrame(all, ws.OpClose, true, testMask, ws.NewCloseFrameBody(1000, "bye"))
+			}
 			if _, err := r.conn.Write(all); err != nil {
 				t.Fatal(err)
 			}
@@ -319,9 +329,15 @@ func TestBufferedAtSocketClose(t *testing.T) {
 					posts++
 				}
 			}
-			requireEqual(t, "POSTs", posts, n)
+			if posts != n {
+				t.Errorf("POSTs: got %d, want %d", posts, n)
+			}
 			del := waitCalls(t, b, id, "DELETE", 1)[0]
-			requireEqual(t, "DELETE close code", del.CloseCode, "1000")
+			if tc.closeCode == "" {
+				requireEqual(t, "DELETE close code", del.CloseCode, "1006")
+				return
+			}
+			requireEqual(t, "DELETE close code", del.CloseCode, tc.closeCode)
 			requireEqual(t, "DELETE body", string(del.Body), "bye")
 		})
 	}
