@@ -2,14 +2,18 @@ package engine
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/protocol"
 )
 
 // scribbleConn is a gnet.Conn holding one inbound buffer. Like gnet's
@@ -122,4 +126,58 @@ func TestHandshakeCopiesBeforeDiscard(t *testing.T) {
 		t.Errorf("GET head carries bytes written after Discard:\n%s", head)
 	}
 	bridge.ReleaseCall(c.side.get)
+}
+
+// quietLoop is a gnet.EventLoop that drops what is posted to it.
+type quietLoop struct{ gnet.EventLoop }
+
+func (quietLoop) Execute(context.Context, gnet.Runnable) error { return nil }
+
+// failingConn fails its first write of a pong and, as gnet does on a write
+// error, closes the connection (OnClose) before Write returns.
+type failingConn struct {
+	scribbleConn
+	c      *conn
+	closed bool
+}
+
+func (f *failingConn) Write(p []byte) (int, error) {
+	if f.closed {
+		return 0, unix.EPIPE
+	}
+	if len(p) > 0 && ws.OpCode(p[0]&0x0f) == ws.OpPong {
+		f.closed = true
+		f.c.onClose()
+		return 0, unix.EPIPE
+	}
+	return f.scribbleConn.Write(p)
+}
+
+// TestCloseDuringDecode: when a write inside readFrames fails and gnet
+// closes the socket under it, onClose does not decode the same bytes a
+// second time (readFrames has not consumed them yet): the messages before
+// the failure are taken once, the rest are lost with the socket, and the
+// connection ends as the socket did.
+func TestCloseDuringDecode(t *testing.T) {
+	s, l := newTestServer(t, Config{})
+	l.el = quietLoop{}
+	c := &conn{l: l, id: 1, names: "dup127.0.0.1", idLen: 3, phase: phOpen, flags: fAccepted}
+	c.dec.MaxMessage = s.cfg.MaxMessage
+	s.reg.arrive(c)
+	s.reg.accepted(c)
+	mask := [4]byte{1, 2, 3, 4}
+	var in []byte
+	in = protocol.AppendClientFrame(in, ws.OpText, true, mask, []byte("a"))
+	in = protocol.AppendClientFrame(in, ws.OpPing, true, mask, []byte("p"))
+	in = protocol.AppendClientFrame(in, ws.OpText, true, mask, []byte("b"))
+	in = protocol.AppendClientFrame(in, ws.OpText, true, mask, []byte("c"))
+	fc := &failingConn{scribbleConn: scribbleConn{in: in}, c: c}
+	c.gc = fc
+	c.readFrames()
+	if c.msgsIn != 1 {
+		t.Errorf("messages taken: got %d, want 1 (the one before the failed pong, once)", c.msgsIn)
+	}
+	if c.gc != nil || c.flags&(fEnded|fIntakeOver) != fEnded|fIntakeOver {
+		t.Errorf("after the failed write: got gc %v, flags %#x, want the socket gone and the connection ended", c.gc, c.flags)
+	}
 }
