@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"errors"
 	"time"
 	"unsafe"
@@ -39,6 +40,7 @@ const (
 	fListed                        // in the loop's open list
 	fPending                       // counted in Server.pending (held, authorising or takeover)
 	fIntakeOver                    // no more messages: the client's close came, or the socket is gone
+	fDecoding                      // readFrames is running: an OnClose from a failed write in it must not decode again
 )
 
 // side is what a connection needs only at the start of its life (until it
@@ -49,6 +51,7 @@ type side struct {
 	chosen  string       // protocol the backend picked, if offered
 	get     *bridge.Call // the GET, until submitted
 	del     *bridge.Call // the DELETE, prepared when the close starts
+	rest    []byte       // inbound bytes kept when the socket closed, decoded as the queue makes room
 }
 
 // conn is one client connection. All fields belong to the connection's
@@ -166,7 +169,10 @@ func (c *conn) readHandshake() gnet.Action {
 		c.write(protocol.AppendRefusal(l.wbuf[:0], he))
 		return gnet.Close
 	}
-	_, _ = c.gc.Discard(n)
+	// r aliases buf until the head is discarded, and buf may be a pooled
+	// copy (a head that arrived in more than one read) that Discard hands
+	// to a pool shared by every loop: whatever outlives this function is
+	// copied from r before the Discard below, never after.
 	r := &l.req
 	if !s.originAllowed(r.Origin) {
 		return c.refuse(rrOrigin, 403, "origin not allowed\n")
@@ -203,6 +209,9 @@ func (c *conn) readHandshake() gnet.Action {
 	for i := range r.NForward {
 		call.Req.Header.AddBytesKV(r.Forward[i].Name, r.Forward[i].Value)
 	}
+	// Everything is copied (names, key, protocols, the GET's target and
+	// headers): only now may the head's bytes go.
+	_, _ = c.gc.Discard(n)
 	hs.get = call
 	c.side = hs
 	c.flags |= fCounted | fPending
@@ -410,20 +419,30 @@ func (c *conn) open() {
 
 var emptyPayload = []byte{}
 
+// readFrames decodes the inbound bytes into POSTs, pongs and the close: the
+// socket's buffer or, once the socket is gone, what onClose kept of it.
 func (c *conn) readFrames() gnet.Action {
+	c.flags |= fDecoding
+	a := c.decodeInbound()
+	c.flags &^= fDecoding
+	return a
+}
+
+func (c *conn) decodeInbound() gnet.Action {
 	if c.flags&fBroken != 0 {
-		_, _ = c.gc.Discard(-1) // everything
+		c.dropInbound()
 		return gnet.None
 	}
 	s, l := c.l.srv, c.l
-	buf, _ := c.gc.Peek(-1)
+	sock := c.gc != nil
+	buf := c.inbound()
 	off := 0
 	for off < len(buf) {
 		if c.call == nil && c.backlogged() {
 			// Backpressure: leave the rest in the socket's buffer until a
 			// POST finishes (onPOST reads on), unless it grows too big.
 			c.consume(off)
-			if int64(c.gc.InboundBuffered()) > s.cfg.MaxMessage+maxBacklogSlack {
+			if int64(c.inboundLen()) > s.cfg.MaxMessage+maxBacklogSlack {
 				if c.phase == phOpen {
 					c.closeWith(crOverload, 0, "too many messages waiting for the backend")
 				}
@@ -435,7 +454,7 @@ func (c *conn) readFrames() gnet.Action {
 		ev, n, err := c.dec.Next(buf[off:])
 		off += n
 		if err != nil {
-			_, _ = c.gc.Discard(-1) // everything
+			c.dropInbound()
 			c.flags |= fBroken
 			code := ws.StatusProtocolError
 			var ce *protocol.CloseError
@@ -474,7 +493,7 @@ func (c *conn) readFrames() gnet.Action {
 			}
 		case protocol.EventPing:
 			if c.flags&fCloseSent == 0 {
-				c.write(protocol.AppendFrame(l.wbuf[:0], ws.OpPong, ev.Payload))
+				c.sendPong(ev.Payload)
 			}
 		case protocol.EventClose:
 			if c.flags&fCloseSent == 0 {
@@ -488,12 +507,11 @@ func (c *conn) readFrames() gnet.Action {
 				c.write(protocol.AppendClose(l.wbuf[:0], echo, ""))
 			}
 			c.endIntake()
-			if c.gc != nil {
-				_, _ = c.gc.Discard(-1) // everything
-			}
+			c.dropInbound()
 			return gnet.Close
 		}
-		if c.gc == nil {
+		if sock && c.gc == nil {
+			// A write failed and the socket closed under us: buf is gone.
 			return gnet.None
 		}
 	}
@@ -501,11 +519,49 @@ func (c *conn) readFrames() gnet.Action {
 	return gnet.None
 }
 
+// inbound returns the bytes read and not yet decoded: the socket's buffer,
+// valid until the next Discard, or once the socket is gone what onClose
+// kept of it (side.rest).
+func (c *conn) inbound() []byte {
+	if c.gc != nil {
+		buf, _ := c.gc.Peek(-1)
+		return buf
+	}
+	if c.side != nil {
+		return c.side.rest
+	}
+	return nil
+}
+
+func (c *conn) inboundLen() int {
+	if c.gc != nil {
+		return c.gc.InboundBuffered()
+	}
+	if c.side != nil {
+		return len(c.side.rest)
+	}
+	return 0
+}
+
 // consume drops the first n inbound bytes. gnet's Discard takes n <= 0 to
 // mean everything, which would throw away a partial frame.
 func (c *conn) consume(n int) {
-	if n > 0 {
+	if n <= 0 {
+		return
+	}
+	if c.gc != nil {
 		_, _ = c.gc.Discard(n)
+	} else if c.side != nil && n <= len(c.side.rest) {
+		c.side.rest = c.side.rest[n:]
+	}
+}
+
+// dropInbound drops every inbound byte.
+func (c *conn) dropInbound() {
+	if c.gc != nil {
+		_, _ = c.gc.Discard(-1) // everything
+	} else if c.side != nil {
+		c.side.rest = nil
 	}
 }
 
@@ -525,7 +581,9 @@ const (
 
 // backlogged reports whether the connection must stop taking messages until
 // its POST in flight finishes. A connection with nothing in flight may
-// always send one, so every paused connection has a POST to wake it.
+// always send one, so every paused connection has a POST to wake it:
+// onPOST reads on when it finishes, whether the pause was the connection's
+// own queue or the bridge-wide bound.
 func (c *conn) backlogged() bool {
 	if c.pipe.Idle() {
 		return false
@@ -548,7 +606,7 @@ func (c *conn) enqueue(m *bridge.Call) {
 
 func (c *conn) onPOST(call *bridge.Call) {
 	s := c.l.srv
-	if c.phase == phOpen && call.Outcome == bridge.OutcomeOK {
+	if c.phase == phOpen && c.gc != nil && call.Outcome == bridge.OutcomeOK {
 		if body := call.Resp.Body(); len(body) > 0 {
 			op := ws.OpText
 			if bridge.IsBinary(&call.Resp) {
@@ -563,19 +621,28 @@ func (c *conn) onPOST(call *bridge.Call) {
 		}
 	}
 	bridge.ReleaseCall(call)
-	if next := c.pipe.Done(); next != nil {
+	next := c.pipe.Done()
+	if next != nil {
 		s.queued.Add(-1)
 		next.Received = bridge.Now()
 		s.backend.Submit(next)
-		// Room in the queue again: read on what backpressure left behind.
-		if c.gc != nil && c.flags&fIntakeOver == 0 && c.gc.InboundBuffered() > 0 {
-			if c.readFrames() == gnet.Close {
+	}
+	// Room in the queue again: read on what backpressure left behind. This
+	// POST is also what wakes a connection paused by the bridge-wide bound
+	// (Config.MaxQueued) with nothing queued of its own, and what decodes
+	// the bytes a closed socket left (onClose).
+	if c.flags&fIntakeOver == 0 {
+		if c.gc != nil {
+			if c.gc.InboundBuffered() > 0 && c.readFrames() == gnet.Close {
 				c.l.closeConn(c)
 			}
+		} else if c.side != nil && c.side.rest != nil {
+			c.readRest()
 		}
-		return
 	}
-	c.maybeDelete()
+	if next == nil {
+		c.maybeDelete()
+	}
 }
 
 // sendFrame writes one data frame and enforces the outbound limit.
@@ -590,6 +657,21 @@ func (c *conn) sendFrame(op ws.OpCode, payload []byte) {
 	}
 	l.iov[1] = nil
 	c.checkOutbound()
+}
+
+// sendPong answers a ping. A pong counts against -max-outbound like every
+// frame towards the client: one that would not fit means the client sends
+// and does not read, and it is closed as a slow consumer (1013) instead of
+// gnet's outbound buffer growing with every ping.
+func (c *conn) sendPong(payload []byte) {
+	if c.gc == nil {
+		return
+	}
+	if c.gc.OutboundBuffered()+2+len(payload) > c.l.srv.cfg.MaxOutbound {
+		c.closeWith(crSlowConsumer, 0, "slow consumer")
+		return
+	}
+	c.write(protocol.AppendFrame(c.l.wbuf[:0], ws.OpPong, payload))
 }
 
 func (c *conn) checkOutbound() {
@@ -651,7 +733,10 @@ func (c *conn) end(why closeReason, code ws.StatusCode, reason string) {
 	del := bridge.AcquireCall()
 	del.Owner = c
 	s.backend.PrepareDELETE(del, c.ids(), int(code), reason)
-	c.side = &side{del: del}
+	if c.side == nil {
+		c.side = &side{}
+	}
+	c.side.del = del // beside the bytes onClose may have kept
 	s.reg.ending(c)
 	c.maybeDelete()
 }
@@ -667,6 +752,9 @@ func (c *conn) endIntake() {
 	if c.call != nil {
 		bridge.ReleaseCall(c.call)
 		c.call = nil
+	}
+	if c.side != nil {
+		c.side.rest = nil
 	}
 	c.maybeDelete()
 }
@@ -690,9 +778,16 @@ func (c *conn) onDELETE(call *bridge.Call) {
 
 // onClose runs when the socket is gone (gnet.EventHandler.OnClose).
 func (c *conn) onClose() {
-	c.gc = nil
 	c.flags |= fTCPGone
+	kept := c.readAtClose()
+	c.gc = nil
 	c.l.wheel.remove(c)
+	if kept {
+		// The intake ends once the kept bytes are decoded (readRest). The
+		// drain has nothing to close.
+		c.l.open.remove(c)
+		return
+	}
 	switch c.phase {
 	case phHeld:
 		if c.l.srv.reg.leave(c) {
@@ -706,6 +801,46 @@ func (c *conn) onClose() {
 	}
 	// Nothing more can come in. phAuthorising and phTakeover still wait
 	// for their GET or taskOpen, which see fTCPGone.
+	c.endIntake()
+}
+
+// readAtClose decodes what an accepted connection's client sent before its
+// socket closed (gnet's inbound buffer is still valid in OnClose), so that
+// its messages are POSTed and its close frame's code reaches the DELETE.
+// What the queue cannot take yet (the connection was paused) is kept in
+// side.rest and decoded as POSTs finish: the pause's bounds hold as they
+// did while the socket was open, and the copy is no larger than the
+// socket's buffer was. It reports whether bytes were kept.
+func (c *conn) readAtClose() bool {
+	if c.flags&(fAccepted|fIntakeOver|fBroken|fDecoding) != fAccepted ||
+		c.phase != phOpen && c.phase != phClosing || c.gc.InboundBuffered() == 0 {
+		return false
+	}
+	c.readFrames() // the socket closes whatever it answers
+	if c.flags&(fIntakeOver|fBroken) != 0 || c.gc.InboundBuffered() == 0 || c.call != nil || !c.backlogged() {
+		return false // all decoded but, at most, a frame that will never be whole
+	}
+	buf, _ := c.gc.Peek(-1)
+	if c.side == nil {
+		c.side = &side{}
+	}
+	c.side.rest = bytes.Clone(buf)
+	return true
+}
+
+// readRest decodes more of what onClose kept; once it is all decoded
+// without a close frame, the connection ends as the socket did (1006).
+func (c *conn) readRest() {
+	c.readFrames()
+	if c.flags&fIntakeOver != 0 {
+		return
+	}
+	if c.side != nil && len(c.side.rest) > 0 && c.call == nil && c.backlogged() {
+		return // paused again: the next POST to finish reads on
+	}
+	if c.phase == phOpen {
+		c.end(crClientGone, closeCode(crClientGone), "")
+	}
 	c.endIntake()
 }
 

@@ -42,7 +42,7 @@ type Config struct {
 	AcceptRate       float64       // upgrades per second admitted; 0 = no limit
 	AcceptBurst      int
 	MaxPending       int // upgrades held or waiting for the backend's GET; more get 503; 0 = no limit
-	MaxQueued        int // messages waiting for a POST slot over all connections; more close the sender with 1013; 0 = no limit
+	MaxQueued        int // messages waiting behind a POST in flight over all connections; at the bound a sender is paused (not read) until its POST finishes; 0 = no limit
 	DrainTimeout     time.Duration
 	DrainDelay       time.Duration  // lame duck: /readyz 503 and no new sockets, before the first 1012
 	AllowOrigins     []string       // empty = any

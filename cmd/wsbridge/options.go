@@ -142,8 +142,8 @@ func parseOptions(args, env []string) (*options, error) {
 	e.MaxOutbound = int(maxOutbound)
 	// Messages waiting behind a POST in flight, over all connections: 32
 	// per backend socket (~64 MiB of request state) before senders are
-	// closed with 1013 instead of the bridge's memory growing behind a
-	// stalled backend.
+	// paused (their bytes left unread until their POST finishes) instead of
+	// the bridge's memory growing behind a stalled backend.
 	// With pipelining every socket carries up to -backend-pipeline calls.
 	inFlight := o.backendMaxConns * max(1, o.backendPipeline)
 	e.MaxQueued = 32 * inFlight
