@@ -2,6 +2,8 @@ package engine
 
 import (
 	"errors"
+	"net/netip"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -39,6 +41,8 @@ const (
 	fListed                        // in the loop's open list
 	fPending                       // counted in Server.pending (held, authorising or takeover)
 	fIntakeOver                    // no more messages: the client's close came, or the socket is gone
+	fProxyDone                     // the connection's first bytes were checked for a PROXY protocol header (and it was taken off)
+	fProxySrc                      // names ends with NUL and the PROXY protocol source address (ip:port)
 )
 
 // side is what a connection needs only at the start of its life (until it
@@ -49,6 +53,10 @@ type side struct {
 	chosen  string       // protocol the backend picked, if offered
 	get     *bridge.Call // the GET, until submitted
 	del     *bridge.Call // the DELETE, prepared when the close starts
+
+	// proxied is the client's address from a trusted proxy's PROXY
+	// protocol header, until the request is parsed.
+	proxied netip.AddrPort
 }
 
 // conn is one client connection. All fields belong to the connection's
@@ -64,7 +72,7 @@ type conn struct {
 	l     *loop
 	side  *side
 	call  *bridge.Call // the message being assembled
-	names string       // the ClientId, then the X-Forwarded-For value sent to the backend: one allocation
+	names string       // the ClientId, then the X-Forwarded-For value sent to the backend, then (fProxySrc) NUL and the PROXY source ip:port: one allocation
 	id    uint64       // Wsbridge-Connection-Id sequence number
 
 	dec  protocol.Decoder
@@ -92,7 +100,26 @@ const _ = uint8(protocol.MaxClientIDLen)
 func (c *conn) clientID() string { return c.names[:c.idLen] }
 
 // xff is the X-Forwarded-For value sent to the backend.
-func (c *conn) xff() string { return c.names[c.idLen:] }
+func (c *conn) xff() string {
+	x := c.names[c.idLen:]
+	if c.flags&fProxySrc != 0 {
+		x = x[:strings.IndexByte(x, 0)]
+	}
+	return x
+}
+
+// remoteAddr is the client's ip:port as the socket or a trusted proxy's
+// PROXY protocol header gave it ("" once the socket is gone).
+func (c *conn) remoteAddr() string {
+	if c.flags&fProxySrc != 0 {
+		x := c.names[c.idLen:]
+		return x[strings.IndexByte(x, 0)+1:]
+	}
+	if c.gc == nil {
+		return ""
+	}
+	return c.gc.RemoteAddr().String()
+}
 
 // s2b returns the bytes of s without copying; the result must not be
 // modified.
@@ -152,6 +179,14 @@ const earlyBytesLimit = 64 << 10
 func (c *conn) readHandshake() gnet.Action {
 	s, l := c.l.srv, c.l
 	buf, _ := c.gc.Peek(-1)
+	if c.flags&fProxyDone == 0 {
+		if act, done := c.readProxy(buf); !done {
+			return act
+		}
+		if buf, _ = c.gc.Peek(-1); len(buf) == 0 { // what follows the header
+			return gnet.None
+		}
+	}
 	n, err := protocol.ParseRequest(buf, &l.req)
 	if err == protocol.ErrIncomplete {
 		return gnet.None
@@ -189,10 +224,29 @@ func (c *conn) readHandshake() gnet.Action {
 
 	c.id = s.nextID()
 	names := append(l.idbuf[:0], r.ClientID...)
-	names = s.forwardedFor(names, c.gc.RemoteAddr(), r.XForwardedFor)
+	peer := addrIP(c.gc.RemoteAddr())
+	proxied := c.side != nil && c.side.proxied.IsValid()
+	if proxied {
+		peer = c.side.proxied.Addr()
+	}
+	names = s.forwardedFor(names, peer, r.XForwardedFor)
+	if proxied {
+		names = append(names, 0)
+		names = c.side.proxied.AppendTo(names)
+		c.flags |= fProxySrc
+	}
 	c.names, c.idLen = string(names), uint8(len(r.ClientID))
 	l.idbuf = names[:0] // keep what it grew to
-	hs := &side{}
+	switch c.ipAcquire() {
+	case ipTooManyConns:
+		return c.refuse(rrPerIP, 429, "too many connections from this address, retry later\n")
+	case ipTooManyPending:
+		return c.refuse(rrPerIP, 429, "too many upgrades from this address waiting for the backend, retry shortly\n")
+	}
+	hs := c.side // may hold the PROXY source
+	if hs == nil {
+		hs = &side{}
+	}
 	copy(hs.key[:], r.Key)
 	if len(r.Protocols) > 0 {
 		hs.offered = string(r.Protocols)
@@ -210,12 +264,49 @@ func (c *conn) readHandshake() gnet.Action {
 	s.pending.Add(1)
 	c.phase = phHeld
 	l.wheel.remove(c)
-	if granted, replaces := s.reg.arrive(c); granted {
+	if granted, replaces, full := s.reg.arrive(c); full {
+		bridge.ReleaseCall(hs.get)
+		c.side = nil
+		c.uncount()
+		return c.refuse(rrClientIDBusy, 429, "too many upgrades waiting for this client id, retry shortly\n")
+	} else if granted {
 		c.startGET(replaces)
 	} else {
 		l.wheel.schedule(c, l.now+s.holdTicks)
 	}
 	return gnet.None
+}
+
+// readProxy takes a PROXY protocol header (v1 or v2) off the start of a
+// connection from a trusted proxy; its source address becomes the client's
+// (the X-Forwarded-For sent to the backend, the admin info's remote_addr,
+// the per-address limits). A LOCAL or UNKNOWN header keeps the socket's
+// peer. A header from a peer outside -trusted-proxies, or a malformed one,
+// is answered with 400 and the socket closed: it is never believed. done
+// reports whether the request may be parsed now; otherwise act is returned.
+func (c *conn) readProxy(buf []byte) (act gnet.Action, done bool) {
+	s := c.l.srv
+	trusted := len(s.cfg.TrustedProxies) > 0 && s.trusted(addrIP(c.gc.RemoteAddr()))
+	var h protocol.ProxyHeader
+	n, err := protocol.ParseProxy(buf, &h)
+	switch {
+	case err == protocol.ErrNoProxy:
+		c.flags |= fProxyDone
+		return gnet.None, true
+	case !trusted && protocol.HasProxySignature(buf) || err != nil && err != protocol.ErrProxyIncomplete:
+		s.metrics.refused[rrProxyHeader].Inc()
+		c.phase = phClosing
+		c.write(protocol.AppendRefusal(c.l.wbuf[:0], protocol.ErrProxyHeader))
+		return gnet.Close, false
+	case err == protocol.ErrProxyIncomplete:
+		return gnet.None, false
+	}
+	c.flags |= fProxyDone
+	_, _ = c.gc.Discard(n)
+	if h.Source.IsValid() {
+		c.side = &side{proxied: h.Source}
+	}
+	return gnet.None, true
 }
 
 // refuseReasonForStatus maps a parse refusal's status to its reason.
@@ -236,7 +327,7 @@ func (c *conn) refuse(why refuseReason, status int, body string) gnet.Action {
 	s.metrics.refused[why].Inc()
 	c.phase = phClosing
 	var extra []protocol.Header
-	if status == 503 {
+	if status == 503 || status == 429 {
 		extra = s.retryAfter()
 	}
 	c.write(protocol.AppendResponse(c.l.wbuf[:0], status, nil, extra, s2b(body)))
@@ -283,6 +374,7 @@ func (c *conn) uncount() {
 	if c.flags&fCounted != 0 {
 		c.flags &^= fCounted
 		c.l.srv.wsConns.Add(-1)
+		c.ipRelease(true, false)
 	}
 }
 
@@ -291,6 +383,7 @@ func (c *conn) unpend() {
 	if c.flags&fPending != 0 {
 		c.flags &^= fPending
 		c.l.srv.pending.Add(-1)
+		c.ipRelease(false, true)
 	}
 }
 

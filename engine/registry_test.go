@@ -39,14 +39,14 @@ func requireTasks(t *testing.T, l *loop, want ...taskKind) []task {
 func TestRegistrySequentialReconnect(t *testing.T) {
 	r, l := newRegistry(), fakeLoop()
 	a, b := newTestConn(l, 1, "x"), newTestConn(l, 2, "x")
-	if ok, rep := r.arrive(a); !ok || rep != 0 {
+	if ok, rep, _ := r.arrive(a); !ok || rep != 0 {
 		t.Fatalf("first arrival: got granted=%v replaces=%d, want true 0", ok, rep)
 	}
 	if r.accepted(a) != roleOwner {
 		t.Fatal("first connection must own the id")
 	}
 	r.ending(a) // a closes
-	if ok, _ := r.arrive(b); ok {
+	if ok, _, _ := r.arrive(b); ok {
 		t.Fatal("b's GET must wait for a's DELETE")
 	}
 	requireTasks(t, l)
@@ -68,7 +68,7 @@ func TestRegistryReplaceOpen(t *testing.T) {
 	a, b := newTestConn(l, 1, "x"), newTestConn(l, 2, "x")
 	r.arrive(a)
 	r.accepted(a)
-	ok, rep := r.arrive(b)
+	ok, rep, _ := r.arrive(b)
 	if !ok || rep != 1 {
 		t.Fatalf("challenger: got granted=%v replaces=%d, want true 1", ok, rep)
 	}
@@ -102,7 +102,7 @@ func TestRegistryChallengerRefused(t *testing.T) {
 	r.arrive(a)
 	r.accepted(a)
 	r.arrive(b) // challenger
-	if ok, _ := r.arrive(c); ok {
+	if ok, _, _ := r.arrive(c); ok {
 		t.Fatal("only one challenger at a time")
 	}
 	r.refused(b)
@@ -119,7 +119,7 @@ func TestRegistryWaiterLeaves(t *testing.T) {
 	r, l := newRegistry(), fakeLoop()
 	a, b := newTestConn(l, 1, "x"), newTestConn(l, 2, "x")
 	r.arrive(a) // authorising
-	if ok, _ := r.arrive(b); ok {
+	if ok, _, _ := r.arrive(b); ok {
 		t.Fatal("b must wait while a is authorising")
 	}
 	if !r.leave(b) {
@@ -174,5 +174,45 @@ func TestRegistryLookupBytes(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { r.lookup(id) }); n != 0 && !raceEnabled {
 		t.Fatalf("lookup allocs = %v, want 0", n)
+	}
+}
+
+// TestRegistryWaitersBounded: past MaxWaitersPerClientID waiting behind a
+// slow owner, arrivals are refused without being registered; a waiter that
+// leaves makes room, and the bound is per ClientId.
+func TestRegistryWaitersBounded(t *testing.T) {
+	r, l := newRegistry(), fakeLoop()
+	owner := newTestConn(l, 1, "x")
+	r.arrive(owner) // its GET is slow
+	var waiters []*conn
+	for i := range MaxWaitersPerClientID {
+		w := newTestConn(l, uint64(10+i), "x")
+		if ok, _, full := r.arrive(w); ok || full {
+			t.Fatalf("waiter %d: got granted=%v full=%v, want held", i, ok, full)
+		}
+		waiters = append(waiters, w)
+	}
+	extra := newTestConn(l, 99, "x")
+	if ok, _, full := r.arrive(extra); ok || !full {
+		t.Fatalf("one waiter too many: got granted=%v full=%v, want full", ok, full)
+	}
+	if r.leave(extra) {
+		t.Fatal("a refused arrival must not be registered")
+	}
+	if ok, _, full := r.arrive(newTestConn(l, 100, "y")); !ok || full {
+		t.Fatalf("another ClientId: got granted=%v full=%v, want granted", ok, full)
+	}
+	if !r.leave(waiters[0]) {
+		t.Fatal("a waiter must be able to leave")
+	}
+	if ok, _, full := r.arrive(extra); ok || full {
+		t.Fatalf("after a waiter left: got granted=%v full=%v, want held", ok, full)
+	}
+	requireTasks(t, l)
+	// The owner's GET is refused: the waiters are granted in order.
+	r.refused(owner)
+	ts := requireTasks(t, l, taskGrant)
+	if ts[0].c != waiters[1] {
+		t.Fatalf("grant: got conn %d, want %d", ts[0].c.id, waiters[1].id)
 	}
 }
