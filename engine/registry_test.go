@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"net/netip"
 	"testing"
 )
 
@@ -214,5 +215,61 @@ func TestRegistryWaitersBounded(t *testing.T) {
 	ts := requireTasks(t, l, taskGrant)
 	if ts[0].c != waiters[1] {
 		t.Fatalf("grant: got conn %d, want %d", ts[0].c.id, waiters[1].id)
+	}
+}
+
+// TestLimitAddr: the per-address limits count the address wsbridge
+// believes: the rightmost X-Forwarded-For entry that is not a trusted
+// proxy; an entry that does not parse counts as the proxy that sent it.
+func TestLimitAddr(t *testing.T) {
+	s := &Server{cfg: Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}}
+	for xff, want := range map[string]string{
+		"127.0.0.1":                           "127.0.0.1",
+		"203.0.113.7, 10.0.0.1":               "203.0.113.7",
+		"198.51.100.1, 203.0.113.7, 10.0.0.1": "203.0.113.7",
+		"10.0.0.2, 10.0.0.1":                  "10.0.0.2",
+		"junk, 10.0.0.1":                      "10.0.0.1",
+		"2001:db8::7, 10.0.0.1":               "2001:db8::7",
+		"::ffff:203.0.113.8, 10.0.0.1":        "203.0.113.8",
+	} {
+		if got := s.limitAddr(xff); got.String() != want {
+			t.Errorf("limitAddr(%q): got %v, want %s", xff, got, want)
+		}
+	}
+}
+
+// TestIPLimits: acquire counts a connection and its pending upgrade; the
+// pending limit frees with the GET's answer, the connection limit with the
+// connection's end, and an address with nothing counted is forgotten.
+func TestIPLimits(t *testing.T) {
+	l := newIPLimits(2, 1)
+	a, b := netip.MustParseAddr("203.0.113.7"), netip.MustParseAddr("2001:db8::7")
+	if got := l.acquire(a); got != ipOK {
+		t.Fatalf("first: got %d, want ok", got)
+	}
+	if got := l.acquire(a); got != ipTooManyPending {
+		t.Fatalf("second while the first is pending: got %d, want too many pending", got)
+	}
+	if got := l.acquire(b); got != ipOK {
+		t.Fatalf("another address: got %d, want ok", got)
+	}
+	l.release(a, false, true) // the first is open
+	if got := l.acquire(a); got != ipOK {
+		t.Fatalf("second once the first is open: got %d, want ok", got)
+	}
+	l.release(a, false, true)
+	if got := l.acquire(a); got != ipTooManyConns {
+		t.Fatalf("third: got %d, want too many conns", got)
+	}
+	l.release(a, true, false)
+	l.release(a, true, false)
+	l.release(b, true, true)
+	for i := range l.shards {
+		if n := len(l.shards[i].m); n != 0 {
+			t.Fatalf("shard %d keeps %d addresses, want none", i, n)
+		}
+	}
+	if newIPLimits(0, 0) != nil {
+		t.Fatal("no limits must mean no table")
 	}
 }
