@@ -320,7 +320,7 @@ func refuseReasonForStatus(status int) refuseReason {
 	return rrBadRequest
 }
 
-// refuse answers a parsed request that gets no GET (403 or 503) and
+// refuse answers a parsed request that gets no GET (403, 429 or 503) and
 // closes. Only for phHandshake.
 func (c *conn) refuse(why refuseReason, status int, body string) gnet.Action {
 	s := c.l.srv

@@ -193,10 +193,16 @@ func refusedUpgrade(t *testing.T, r *raw, id string, status int) string {
 
 // TestMaxConnsPerIP: -max-conns-per-ip counts each client address's
 // connections; one more gets 429 without a backend call, other addresses
-// are not affected, and a closed connection makes room once its DELETE is
-// answered.
+// are not affected, a closed connection makes room once its DELETE is
+// answered, and an upgrade the backend refuses at once.
 func TestMaxConnsPerIP(t *testing.T) {
-	b := newBackend(t, backend.Options{})
+	b := newBackend(t, backend.Options{Hook: func(ctx *fasthttp.RequestCtx, c *backend.Call) bool {
+		if c.Method == "GET" && strings.HasPrefix(c.ClientID, "deny") {
+			ctx.Error("no", 403)
+			return true
+		}
+		return false
+	}})
 	p := startBridge(t, b.URL, "-max-conns-per-ip", "3")
 	var mine []*raw
 	for i := range 3 {
@@ -220,6 +226,14 @@ func TestMaxConnsPerIP(t *testing.T) {
 		}
 		return nil
 	})
+	// Upgrades the backend refuses give their place back at once.
+	for i := range 3 {
+		refusedUpgrade(t, rawDialFrom(t, "127.0.0.3", p.ws), fmt.Sprintf("deny-%d", i), 403)
+	}
+	o3 := rawDialFrom(t, "127.0.0.3", p.ws)
+	o3.send(upgradeRequest("ip3-0"))
+	resp, body = o3.response()
+	requireEqual(t, "upgrade after refused ones ("+body+")", resp.StatusCode, 101)
 	if got := p.metric(t, `wsbridge_upgrades_refused_total{reason="per_ip"}`); got < 1 {
 		t.Fatalf("refused{per_ip}: got %v, want >= 1", got)
 	}
