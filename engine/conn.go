@@ -180,11 +180,9 @@ func (c *conn) readHandshake() gnet.Action {
 	s, l := c.l.srv, c.l
 	buf, _ := c.gc.Peek(-1)
 	if c.flags&fProxyDone == 0 {
-		if act, done := c.readProxy(buf); !done {
+		var act gnet.Action
+		if buf, act = c.readProxy(buf); buf == nil {
 			return act
-		}
-		if buf, _ = c.gc.Peek(-1); len(buf) == 0 { // what follows the header
-			return gnet.None
 		}
 	}
 	n, err := protocol.ParseRequest(buf, &l.req)
@@ -282,9 +280,10 @@ func (c *conn) readHandshake() gnet.Action {
 // (the X-Forwarded-For sent to the backend, the admin info's remote_addr,
 // the per-address limits). A LOCAL or UNKNOWN header keeps the socket's
 // peer. A header from a peer outside -trusted-proxies, or a malformed one,
-// is answered with 400 and the socket closed: it is never believed. done
-// reports whether the request may be parsed now; otherwise act is returned.
-func (c *conn) readProxy(buf []byte) (act gnet.Action, done bool) {
+// is answered with 400 and the socket closed: it is never believed. rest
+// is what follows a header (buf itself when there is none), to parse as
+// the request; when it is nil, readHandshake returns act.
+func (c *conn) readProxy(buf []byte) (rest []byte, act gnet.Action) {
 	s := c.l.srv
 	trusted := len(s.cfg.TrustedProxies) > 0 && s.trusted(addrIP(c.gc.RemoteAddr()))
 	var h protocol.ProxyHeader
@@ -292,21 +291,25 @@ func (c *conn) readProxy(buf []byte) (act gnet.Action, done bool) {
 	switch {
 	case err == protocol.ErrNoProxy:
 		c.flags |= fProxyDone
-		return gnet.None, true
+		return buf, gnet.None
 	case !trusted && protocol.HasProxySignature(buf) || err != nil && err != protocol.ErrProxyIncomplete:
 		s.metrics.refused[rrProxyHeader].Inc()
 		c.phase = phClosing
 		c.write(protocol.AppendRefusal(c.l.wbuf[:0], protocol.ErrProxyHeader))
-		return gnet.Close, false
+		return nil, gnet.Close
 	case err == protocol.ErrProxyIncomplete:
-		return gnet.None, false
+		return nil, gnet.None
 	}
 	c.flags |= fProxyDone
-	_, _ = c.gc.Discard(n)
+	_, _ = c.gc.Discard(n) // h holds no reference to buf
 	if h.Source.IsValid() {
 		c.side = &side{proxied: h.Source}
 	}
-	return gnet.None, true
+	if len(buf) == n {
+		return nil, gnet.None // the request comes later
+	}
+	rest, _ = c.gc.Peek(-1) // buf is no longer valid after Discard
+	return rest, gnet.None
 }
 
 // refuseReasonForStatus maps a parse refusal's status to its reason.
