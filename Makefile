@@ -51,6 +51,7 @@ density: build ## bridge RSS/heap per idle connection and msgs per bridge CPU-se
 fuzz: ## run every fuzz target for FUZZTIME executions each (crashers land in testdata/); minimizing is capped so a short run ends on time
 	$(GO) test -run '^$$' -fuzz '^FuzzDecoder$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./protocol/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./protocol/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseProxy$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./protocol/
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./bridge/sign/
 
 .PHONY: lint

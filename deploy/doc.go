@@ -6,6 +6,10 @@
 //     WebSocket and the push traffic, /readyz health checks, an Origin
 //     allow-list, X-Forwarded-For.
 //   - nginx.conf: the same for nginx open source (passive health checks).
+//   - haproxy-tcp.cfg: HAProxy in TCP mode for one node, the client's
+//     address passed with the PROXY protocol (send-proxy-v2), as a cloud
+//     network load balancer would; haproxy_tcp_test.go runs it with v2 and
+//     v1.
 //   - prometheus/wsbridge.rules.yml: alert rules, with promtool unit tests
 //     in prometheus/wsbridge.rules.test.yml.
 //   - grafana/wsbridge.json: a dashboard over wsbridge's metrics.

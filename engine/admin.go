@@ -111,9 +111,9 @@ func (c *conn) onAdmin(req *adminReq) {
 		c.closeWith(crKicked, req.code, req.reason)
 		req.status = fasthttp.StatusOK
 	case adminInfo:
-		remote := c.gc.RemoteAddr().String()
+		remote := c.remoteAddr()
 		if len(s.cfg.TrustedProxies) > 0 {
-			if ip := s.clientIP(s2b(c.xff())); ip != addrIP(c.gc.RemoteAddr()).String() {
+			if ip := s.clientIP(s2b(c.xff())); ip != peerIP(remote) {
 				// Believed from a trusted proxy's X-Forwarded-For: no port.
 				remote = ip + ":0"
 				if strings.Contains(ip, ":") {

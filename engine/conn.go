@@ -3,6 +3,8 @@ package engine
 import (
 	"bytes"
 	"errors"
+	"net/netip"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -41,6 +43,8 @@ const (
 	fPending                       // counted in Server.pending (held, authorising or takeover)
 	fIntakeOver                    // no more messages: the client's close came, or the socket is gone
 	fDecoding                      // readFrames is running: an OnClose from a failed write in it must not decode again
+	fProxyDone                     // the connection's first bytes were checked for a PROXY protocol header (and it was taken off)
+	fProxySrc                      // names ends with NUL and the PROXY protocol source address (ip:port)
 )
 
 // side is what a connection needs only at the start of its life (until it
@@ -52,6 +56,10 @@ type side struct {
 	get     *bridge.Call // the GET, until submitted
 	del     *bridge.Call // the DELETE, prepared when the close starts
 	rest    []byte       // inbound bytes kept when the socket closed, decoded as the queue makes room
+
+	// proxied is the client's address from a trusted proxy's PROXY
+	// protocol header, until the request is parsed.
+	proxied netip.AddrPort
 }
 
 // conn is one client connection. All fields belong to the connection's
@@ -67,7 +75,7 @@ type conn struct {
 	l     *loop
 	side  *side
 	call  *bridge.Call // the message being assembled
-	names string       // the ClientId, then the X-Forwarded-For value sent to the backend: one allocation
+	names string       // the ClientId, then the X-Forwarded-For value sent to the backend, then (fProxySrc) NUL and the PROXY source ip:port: one allocation
 	id    uint64       // Wsbridge-Connection-Id sequence number
 
 	dec  protocol.Decoder
@@ -95,7 +103,26 @@ const _ = uint8(protocol.MaxClientIDLen)
 func (c *conn) clientID() string { return c.names[:c.idLen] }
 
 // xff is the X-Forwarded-For value sent to the backend.
-func (c *conn) xff() string { return c.names[c.idLen:] }
+func (c *conn) xff() string {
+	x := c.names[c.idLen:]
+	if c.flags&fProxySrc != 0 {
+		x = x[:strings.IndexByte(x, 0)]
+	}
+	return x
+}
+
+// remoteAddr is the client's ip:port as the socket or a trusted proxy's
+// PROXY protocol header gave it ("" once the socket is gone).
+func (c *conn) remoteAddr() string {
+	if c.flags&fProxySrc != 0 {
+		x := c.names[c.idLen:]
+		return x[strings.IndexByte(x, 0)+1:]
+	}
+	if c.gc == nil {
+		return ""
+	}
+	return c.gc.RemoteAddr().String()
+}
 
 // s2b returns the bytes of s without copying; the result must not be
 // modified.
@@ -155,6 +182,12 @@ const earlyBytesLimit = 64 << 10
 func (c *conn) readHandshake() gnet.Action {
 	s, l := c.l.srv, c.l
 	buf, _ := c.gc.Peek(-1)
+	if c.flags&fProxyDone == 0 {
+		var act gnet.Action
+		if buf, act = c.readProxy(buf); buf == nil {
+			return act
+		}
+	}
 	n, err := protocol.ParseRequest(buf, &l.req)
 	if err == protocol.ErrIncomplete {
 		return gnet.None
@@ -195,10 +228,29 @@ func (c *conn) readHandshake() gnet.Action {
 
 	c.id = s.nextID()
 	names := append(l.idbuf[:0], r.ClientID...)
-	names = s.forwardedFor(names, c.gc.RemoteAddr(), r.XForwardedFor)
+	peer := addrIP(c.gc.RemoteAddr())
+	proxied := c.side != nil && c.side.proxied.IsValid()
+	if proxied {
+		peer = c.side.proxied.Addr()
+	}
+	names = s.forwardedFor(names, peer, r.XForwardedFor)
+	if proxied {
+		names = append(names, 0)
+		names = c.side.proxied.AppendTo(names)
+		c.flags |= fProxySrc
+	}
 	c.names, c.idLen = string(names), uint8(len(r.ClientID))
 	l.idbuf = names[:0] // keep what it grew to
-	hs := &side{}
+	switch c.ipAcquire() {
+	case ipTooManyConns:
+		return c.refuse(rrPerIP, 429, "too many connections from this address, retry later\n")
+	case ipTooManyPending:
+		return c.refuse(rrPerIP, 429, "too many upgrades from this address waiting for the backend, retry shortly\n")
+	}
+	hs := c.side // may hold the PROXY source
+	if hs == nil {
+		hs = &side{}
+	}
 	copy(hs.key[:], r.Key)
 	if len(r.Protocols) > 0 {
 		hs.offered = string(r.Protocols)
@@ -219,12 +271,54 @@ func (c *conn) readHandshake() gnet.Action {
 	s.pending.Add(1)
 	c.phase = phHeld
 	l.wheel.remove(c)
-	if granted, replaces := s.reg.arrive(c); granted {
+	if granted, replaces, full := s.reg.arrive(c); full {
+		bridge.ReleaseCall(hs.get)
+		c.side = nil
+		c.uncount()
+		return c.refuse(rrClientIDBusy, 429, "too many upgrades waiting for this client id, retry shortly\n")
+	} else if granted {
 		c.startGET(replaces)
 	} else {
 		l.wheel.schedule(c, l.now+s.holdTicks)
 	}
 	return gnet.None
+}
+
+// readProxy takes a PROXY protocol header (v1 or v2) off the start of a
+// connection from a trusted proxy; its source address becomes the client's
+// (the X-Forwarded-For sent to the backend, the admin info's remote_addr,
+// the per-address limits). A LOCAL or UNKNOWN header keeps the socket's
+// peer. A header from a peer outside -trusted-proxies, or a malformed one,
+// is answered with 400 and the socket closed: it is never believed. rest
+// is what follows a header (buf itself when there is none), to parse as
+// the request; when it is nil, readHandshake returns act.
+func (c *conn) readProxy(buf []byte) (rest []byte, act gnet.Action) {
+	s := c.l.srv
+	trusted := len(s.cfg.TrustedProxies) > 0 && s.trusted(addrIP(c.gc.RemoteAddr()))
+	var h protocol.ProxyHeader
+	n, err := protocol.ParseProxy(buf, &h)
+	switch {
+	case err == protocol.ErrNoProxy:
+		c.flags |= fProxyDone
+		return buf, gnet.None
+	case !trusted && protocol.HasProxySignature(buf) || err != nil && err != protocol.ErrProxyIncomplete:
+		s.metrics.refused[rrProxyHeader].Inc()
+		c.phase = phClosing
+		c.write(protocol.AppendRefusal(c.l.wbuf[:0], protocol.ErrProxyHeader))
+		return nil, gnet.Close
+	case err == protocol.ErrProxyIncomplete:
+		return nil, gnet.None
+	}
+	c.flags |= fProxyDone
+	_, _ = c.gc.Discard(n) // h holds no reference to buf
+	if h.Source.IsValid() {
+		c.side = &side{proxied: h.Source}
+	}
+	if len(buf) == n {
+		return nil, gnet.None // the request comes later
+	}
+	rest, _ = c.gc.Peek(-1) // buf is no longer valid after Discard
+	return rest, gnet.None
 }
 
 // refuseReasonForStatus maps a parse refusal's status to its reason.
@@ -238,14 +332,14 @@ func refuseReasonForStatus(status int) refuseReason {
 	return rrBadRequest
 }
 
-// refuse answers a parsed request that gets no GET (403 or 503) and
+// refuse answers a parsed request that gets no GET (403, 429 or 503) and
 // closes. Only for phHandshake.
 func (c *conn) refuse(why refuseReason, status int, body string) gnet.Action {
 	s := c.l.srv
 	s.metrics.refused[why].Inc()
 	c.phase = phClosing
 	var extra []protocol.Header
-	if status == 503 {
+	if status == 503 || status == 429 {
 		extra = s.retryAfter()
 	}
 	c.write(protocol.AppendResponse(c.l.wbuf[:0], status, nil, extra, s2b(body)))
@@ -292,6 +386,7 @@ func (c *conn) uncount() {
 	if c.flags&fCounted != 0 {
 		c.flags &^= fCounted
 		c.l.srv.wsConns.Add(-1)
+		c.ipRelease(true, false)
 	}
 }
 
@@ -300,6 +395,7 @@ func (c *conn) unpend() {
 	if c.flags&fPending != 0 {
 		c.flags &^= fPending
 		c.l.srv.pending.Add(-1)
+		c.ipRelease(false, true)
 	}
 }
 

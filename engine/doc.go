@@ -8,7 +8,10 @@
 //	handshake ──▶ held ──▶ authorising ──▶ open ──▶ closing
 //	                 ╰──────────▶ takeover ──╯
 //
-// handshake reads the upgrade request (protocol.ParseRequest); held waits
+// handshake reads the upgrade request (protocol.ParseRequest), after a
+// PROXY protocol header (protocol.ParseProxy) if a trusted proxy sent one,
+// and admits it (-max-conns, the per-address limits, at most
+// MaxWaitersPerClientID waiting per ClientId); held waits
 // while the same ClientId's previous lifecycle ends at the backend;
 // authorising waits for the backend's GET; takeover waits for the DELETE of
 // the open connection this one replaces; open streams frames into POSTs;

@@ -81,7 +81,7 @@ func TestHandshakeCopiesBeforeDiscard(t *testing.T) {
 	const id = "alice-1"
 	// Another connection holds the ClientId, so this one's GET is prepared
 	// and held, not sent: the test reads it from c.side.get.
-	if ok, _ := s.reg.arrive(newTestConn(l, 1<<40, id)); !ok {
+	if ok, _, _ := s.reg.arrive(newTestConn(l, 1<<40, id)); !ok {
 		t.Fatal("dummy owner not granted")
 	}
 	req := "GET /" + id + "?token=abc HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +

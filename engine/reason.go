@@ -123,6 +123,9 @@ const (
 	rrDraining                             // shutting down (503)
 	rrHoldTimeout                          // previous lifecycle of the ClientId did not end in time (503)
 	rrFDLimit                              // out of file descriptors (503)
+	rrClientIDBusy                         // MaxWaitersPerClientID upgrades already wait for the ClientId (429)
+	rrPerIP                                // -max-conns-per-ip or -max-pending-per-ip reached for the client's address (429)
+	rrProxyHeader                          // PROXY protocol header malformed, or from a peer not in -trusted-proxies (400)
 	numRefuseReasons
 )
 
@@ -155,6 +158,12 @@ func (r refuseReason) String() string {
 		return "draining"
 	case rrHoldTimeout:
 		return "hold_timeout"
+	case rrClientIDBusy:
+		return "client_id_busy"
+	case rrPerIP:
+		return "per_ip"
+	case rrProxyHeader:
+		return "proxy_header"
 	}
 	return "fd_limit"
 }

@@ -51,10 +51,21 @@ func (r *registry) shard(id string) *regShard {
 	return &r.shards[maphash.String(r.seed, id)&(uint64(len(r.shards))-1)]
 }
 
+// MaxWaitersPerClientID is how many upgrades may wait for one ClientId
+// behind the connection that holds it at the backend (and the one
+// challenging it); more are refused at once (429). A legitimate client
+// reconnects once while its previous connection closes; without the bound,
+// upgrades for one ClientId whose owner's GET is slow would each hold a
+// place in -max-pending-upgrades for up to -backend-timeout and lock every
+// other client out of the node.
+const MaxWaitersPerClientID = 8
+
 // arrive registers c, whose request was just parsed. It reports whether c
 // may send its GET now and, if so, the id of the open connection it would
-// replace (0 for none). Otherwise c is held until a taskGrant.
-func (r *registry) arrive(c *conn) (granted bool, replaces uint64) {
+// replace (0 for none). Otherwise c is held until a taskGrant, unless
+// MaxWaitersPerClientID already wait: then full is true and c is not
+// registered.
+func (r *registry) arrive(c *conn) (granted bool, replaces uint64, full bool) {
 	id := c.clientID()
 	sh := r.shard(id)
 	sh.mu.Lock()
@@ -67,16 +78,18 @@ func (r *registry) arrive(c *conn) (granted bool, replaces uint64) {
 	switch {
 	case s.owner == nil:
 		s.owner = c
-		return true, 0
+		return true, 0, false
 	case s.ownerOpen && !s.ownerEnding && s.challenger == nil:
 		s.challenger = c
-		return true, s.owner.id
+		return true, s.owner.id, false
 	}
 	if s.waiters == nil {
 		s.waiters = new([]*conn)
+	} else if len(*s.waiters) >= MaxWaitersPerClientID {
+		return false, 0, true
 	}
 	*s.waiters = append(*s.waiters, c)
-	return false, 0
+	return false, 0, false
 }
 
 // role is what an accepted GET makes of its connection.

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"net/netip"
 	"testing"
 )
 
@@ -39,14 +40,14 @@ func requireTasks(t *testing.T, l *loop, want ...taskKind) []task {
 func TestRegistrySequentialReconnect(t *testing.T) {
 	r, l := newRegistry(), fakeLoop()
 	a, b := newTestConn(l, 1, "x"), newTestConn(l, 2, "x")
-	if ok, rep := r.arrive(a); !ok || rep != 0 {
+	if ok, rep, _ := r.arrive(a); !ok || rep != 0 {
 		t.Fatalf("first arrival: got granted=%v replaces=%d, want true 0", ok, rep)
 	}
 	if r.accepted(a) != roleOwner {
 		t.Fatal("first connection must own the id")
 	}
 	r.ending(a) // a closes
-	if ok, _ := r.arrive(b); ok {
+	if ok, _, _ := r.arrive(b); ok {
 		t.Fatal("b's GET must wait for a's DELETE")
 	}
 	requireTasks(t, l)
@@ -68,7 +69,7 @@ func TestRegistryReplaceOpen(t *testing.T) {
 	a, b := newTestConn(l, 1, "x"), newTestConn(l, 2, "x")
 	r.arrive(a)
 	r.accepted(a)
-	ok, rep := r.arrive(b)
+	ok, rep, _ := r.arrive(b)
 	if !ok || rep != 1 {
 		t.Fatalf("challenger: got granted=%v replaces=%d, want true 1", ok, rep)
 	}
@@ -102,7 +103,7 @@ func TestRegistryChallengerRefused(t *testing.T) {
 	r.arrive(a)
 	r.accepted(a)
 	r.arrive(b) // challenger
-	if ok, _ := r.arrive(c); ok {
+	if ok, _, _ := r.arrive(c); ok {
 		t.Fatal("only one challenger at a time")
 	}
 	r.refused(b)
@@ -119,7 +120,7 @@ func TestRegistryWaiterLeaves(t *testing.T) {
 	r, l := newRegistry(), fakeLoop()
 	a, b := newTestConn(l, 1, "x"), newTestConn(l, 2, "x")
 	r.arrive(a) // authorising
-	if ok, _ := r.arrive(b); ok {
+	if ok, _, _ := r.arrive(b); ok {
 		t.Fatal("b must wait while a is authorising")
 	}
 	if !r.leave(b) {
@@ -174,5 +175,101 @@ func TestRegistryLookupBytes(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { r.lookup(id) }); n != 0 && !raceEnabled {
 		t.Fatalf("lookup allocs = %v, want 0", n)
+	}
+}
+
+// TestRegistryWaitersBounded: past MaxWaitersPerClientID waiting behind a
+// slow owner, arrivals are refused without being registered; a waiter that
+// leaves makes room, and the bound is per ClientId.
+func TestRegistryWaitersBounded(t *testing.T) {
+	r, l := newRegistry(), fakeLoop()
+	owner := newTestConn(l, 1, "x")
+	r.arrive(owner) // its GET is slow
+	var waiters []*conn
+	for i := range MaxWaitersPerClientID {
+		w := newTestConn(l, uint64(10+i), "x")
+		if ok, _, full := r.arrive(w); ok || full {
+			t.Fatalf("waiter %d: got granted=%v full=%v, want held", i, ok, full)
+		}
+		waiters = append(waiters, w)
+	}
+	extra := newTestConn(l, 99, "x")
+	if ok, _, full := r.arrive(extra); ok || !full {
+		t.Fatalf("one waiter too many: got granted=%v full=%v, want full", ok, full)
+	}
+	if r.leave(extra) {
+		t.Fatal("a refused arrival must not be registered")
+	}
+	if ok, _, full := r.arrive(newTestConn(l, 100, "y")); !ok || full {
+		t.Fatalf("another ClientId: got granted=%v full=%v, want granted", ok, full)
+	}
+	if !r.leave(waiters[0]) {
+		t.Fatal("a waiter must be able to leave")
+	}
+	if ok, _, full := r.arrive(extra); ok || full {
+		t.Fatalf("after a waiter left: got granted=%v full=%v, want held", ok, full)
+	}
+	requireTasks(t, l)
+	// The owner's GET is refused: the waiters are granted in order.
+	r.refused(owner)
+	ts := requireTasks(t, l, taskGrant)
+	if ts[0].c != waiters[1] {
+		t.Fatalf("grant: got conn %d, want %d", ts[0].c.id, waiters[1].id)
+	}
+}
+
+// TestLimitAddr: the per-address limits count the address wsbridge
+// believes: the rightmost X-Forwarded-For entry that is not a trusted
+// proxy; an entry that does not parse counts as the proxy that sent it.
+func TestLimitAddr(t *testing.T) {
+	s := &Server{cfg: Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}}
+	for xff, want := range map[string]string{
+		"127.0.0.1":                           "127.0.0.1",
+		"203.0.113.7, 10.0.0.1":               "203.0.113.7",
+		"198.51.100.1, 203.0.113.7, 10.0.0.1": "203.0.113.7",
+		"10.0.0.2, 10.0.0.1":                  "10.0.0.2",
+		"junk, 10.0.0.1":                      "10.0.0.1",
+		"2001:db8::7, 10.0.0.1":               "2001:db8::7",
+		"::ffff:203.0.113.8, 10.0.0.1":        "203.0.113.8",
+	} {
+		if got := s.limitAddr(xff); got.String() != want {
+			t.Errorf("limitAddr(%q): got %v, want %s", xff, got, want)
+		}
+	}
+}
+
+// TestIPLimits: acquire counts a connection and its pending upgrade; the
+// pending limit frees with the GET's answer, the connection limit with the
+// connection's end, and an address with nothing counted is forgotten.
+func TestIPLimits(t *testing.T) {
+	l := newIPLimits(2, 1)
+	a, b := netip.MustParseAddr("203.0.113.7"), netip.MustParseAddr("2001:db8::7")
+	if got := l.acquire(a); got != ipOK {
+		t.Fatalf("first: got %d, want ok", got)
+	}
+	if got := l.acquire(a); got != ipTooManyPending {
+		t.Fatalf("second while the first is pending: got %d, want too many pending", got)
+	}
+	if got := l.acquire(b); got != ipOK {
+		t.Fatalf("another address: got %d, want ok", got)
+	}
+	l.release(a, false, true) // the first is open
+	if got := l.acquire(a); got != ipOK {
+		t.Fatalf("second once the first is open: got %d, want ok", got)
+	}
+	l.release(a, false, true)
+	if got := l.acquire(a); got != ipTooManyConns {
+		t.Fatalf("third: got %d, want too many conns", got)
+	}
+	l.release(a, true, false)
+	l.release(a, true, false)
+	l.release(b, true, true)
+	for i := range l.shards {
+		if n := len(l.shards[i].m); n != 0 {
+			t.Fatalf("shard %d keeps %d addresses, want none", i, n)
+		}
+	}
+	if newIPLimits(0, 0) != nil {
+		t.Fatal("no limits must mean no table")
 	}
 }

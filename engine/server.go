@@ -46,7 +46,9 @@ type Config struct {
 	DrainTimeout     time.Duration
 	DrainDelay       time.Duration  // lame duck: /readyz 503 and no new sockets, before the first 1012
 	AllowOrigins     []string       // empty = any
-	TrustedProxies   []netip.Prefix // peers whose X-Forwarded-For is believed
+	TrustedProxies   []netip.Prefix // peers whose X-Forwarded-For and PROXY protocol header are believed
+	MaxConnsPerIP    int            // WebSocket connections (as MaxConns counts them) per client address; more get 429; 0 = no limit
+	MaxPendingPerIP  int            // upgrades held or waiting for the backend's GET per client address; more get 429; 0 = no limit
 	FDBudget         int            // TCP connections accepted before refusing with 503; 0 = derived from RLIMIT_NOFILE
 	Tick             time.Duration  // timer resolution; 0 = 100ms
 }
@@ -93,6 +95,7 @@ type Server struct {
 	backend *bridge.Client
 	metrics *Metrics
 	reg     *registry
+	ipl     *ipLimits // nil without per-address limits
 
 	start                                           time.Time
 	handshakeTicks, holdTicks, pingTicks, pongTicks int64
@@ -144,6 +147,7 @@ func New(cfg Config, backend *bridge.Client, m *Metrics, log *zap.Logger) (*Serv
 		backend: backend,
 		metrics: m,
 		reg:     newRegistry(),
+		ipl:     newIPLimits(cfg.MaxConnsPerIP, cfg.MaxPendingPerIP),
 		start:   time.Now(),
 		// A fresh random prefix per process keeps ids unique across
 		// restarts; the sequence keeps them unique within one.
@@ -350,11 +354,11 @@ func (s *Server) retryAfter() []protocol.Header {
 	return []protocol.Header{{Name: hdrRetryAfter, Value: s.retryValues[mrand.IntN(len(s.retryValues))]}}
 }
 
-// forwardedFor appends the X-Forwarded-For value for a client whose socket
-// peer is peer and who sent xff: the peer's IP alone, or appended to xff
-// when the peer is a trusted proxy.
-func (s *Server) forwardedFor(dst []byte, peer net.Addr, xff []byte) []byte {
-	ip := addrIP(peer)
+// forwardedFor appends the X-Forwarded-For value for a client whose peer
+// is ip (the socket's, or a trusted proxy's PROXY protocol source) and who
+// sent xff: the peer's IP alone, or appended to xff when the peer is a
+// trusted proxy.
+func (s *Server) forwardedFor(dst []byte, ip netip.Addr, xff []byte) []byte {
 	if xff = bytes.TrimSpace(xff); len(xff) > 0 && s.trusted(ip) {
 		dst = append(dst, xff...)
 		dst = append(dst, ", "...)

@@ -55,6 +55,17 @@ func TestParseRequestAllocs(t *testing.T) {
 	}
 }
 
+func TestParseProxyAllocs(t *testing.T) {
+	for _, tc := range proxyCases {
+		in := []byte(tc.in + afterProxy)
+		var h protocol.ProxyHeader
+		n := testing.AllocsPerRun(100, func() { _, _ = protocol.ParseProxy(in, &h) })
+		if n != 0 {
+			t.Errorf("ParseProxy(%s) allocs = %v, want 0", tc.name, n)
+		}
+	}
+}
+
 func TestAppendAllocs(t *testing.T) {
 	dst := make([]byte, 0, 4096)
 	payload := make([]byte, 1024)

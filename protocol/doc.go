@@ -49,4 +49,12 @@
 // one of the *HTTPError sentinels, which carries the HTTP status to answer
 // with; AppendRefusal writes that response, AppendSwitching the 101 that
 // accepts the upgrade, and AppendResponse any other response.
+//
+// # PROXY protocol
+//
+// ParseProxy reads the PROXY protocol header (HAProxy's proxy-protocol.txt,
+// version 1 text and version 2 binary) that a TCP balancer puts before a
+// client's first byte, incrementally and bounded, into a ProxyHeader of
+// plain values; HasProxySignature tells a header from a request for a
+// server that does not trust its peer.
 package protocol

@@ -111,6 +111,61 @@ func FuzzParseRequest(f *testing.F) {
 	})
 }
 
+// FuzzParseProxy parses arbitrary bytes whole and byte by byte growing: it
+// must never panic, errors are the sentinels, a header is bounded, a
+// version 1 line ends with CRLF, and a prefix is either incomplete or gets
+// the answer the whole input gets, since bytes after a header never change
+// it.
+func FuzzParseProxy(f *testing.F) {
+	for _, c := range proxyCases {
+		f.Add([]byte(c.in + afterProxy))
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		var h protocol.ProxyHeader
+		n, err := protocol.ParseProxy(p, &h)
+		switch err {
+		case nil:
+			if n <= 0 || n > len(p) {
+				t.Fatalf("n: got %d, want 1..%d", n, len(p))
+			}
+			switch h.Version {
+			case 1:
+				if n > protocol.MaxProxyV1Len || string(p[n-2:n]) != "\r\n" {
+					t.Fatalf("v1 header of %d bytes %q: want at most %d ending in CRLF", n, p[:n], protocol.MaxProxyV1Len)
+				}
+			case 2:
+				if n < 16 || n > protocol.MaxProxyV2Len {
+					t.Fatalf("v2 header of %d bytes: want 16..%d", n, protocol.MaxProxyV2Len)
+				}
+			default:
+				t.Fatalf("version: got %d, want 1 or 2", h.Version)
+			}
+			if h.Source.IsValid() != h.Dest.IsValid() || h.Source.Addr().Is4In6() || h.Source.Addr().Zone() != "" {
+				t.Fatalf("addresses: got source %v dest %v, want both or neither, unmapped, no zone", h.Source, h.Dest)
+			}
+			if !protocol.HasProxySignature(p) {
+				t.Fatalf("parsed a header without a signature: %q", p[:n])
+			}
+		case protocol.ErrNoProxy, protocol.ErrProxyIncomplete, protocol.ErrProxyHeader:
+			if n != 0 {
+				t.Fatalf("n: got %d with %v, want 0", n, err)
+			}
+		default:
+			t.Fatalf("error: got %#v, want a sentinel", err)
+		}
+		for k := range min(len(p), 300) {
+			var hk protocol.ProxyHeader
+			nk, errk := protocol.ParseProxy(p[:k], &hk)
+			if errk == protocol.ErrProxyIncomplete {
+				continue
+			}
+			if errk != err || nk != n || hk != h {
+				t.Fatalf("prefix of %d bytes: got %d %v %+v, want %d %v %+v as whole", k, nk, errk, hk, n, err, h)
+			}
+		}
+	})
+}
+
 // TestWriteFuzzCorpus rewrites testdata/fuzz from the case tables when run
 // with -update-corpus; f.Add seeds the same cases, but the files also serve
 // `go test -fuzz` runs and other tools.
@@ -149,5 +204,8 @@ func TestWriteFuzzCorpus(t *testing.T) {
 		if len(c.req) <= 4096 {
 			write("FuzzParseRequest", c.name, []byte(c.req))
 		}
+	}
+	for _, c := range proxyCases {
+		write("FuzzParseProxy", c.name, []byte(c.in+afterProxy))
 	}
 }

@@ -103,13 +103,18 @@ func parseOptions(args, env []string) (*options, error) {
 	fs.IntVar(&e.AcceptBurst, "accept-burst", 0, "upgrades admitted at once above -accept-rate (0 = one second's worth)")
 	maxPending := -1
 	fs.IntVar(&maxPending, "max-pending-upgrades", -1, "upgrades waiting for the backend's GET at once; more get 503 with Retry-After (-1 = half of -backend-max-conns × -backend-pipeline, 0 = no limit)")
+	// Off by default: behind a balancer that is not in -trusted-proxies
+	// every client has the balancer's address.
+	fs.IntVar(&e.MaxConnsPerIP, "max-conns-per-ip", 0, "WebSocket connections per client address (the socket's peer, or what a -trusted-proxies balancer says); more get 429 with Retry-After (0 = no limit; for deployments without a balancer, or with one in -trusted-proxies)")
+	maxPendingPerIP := -1
+	fs.IntVar(&maxPendingPerIP, "max-pending-per-ip", -1, "upgrades per client address waiting for the backend's GET at once; more get 429 with Retry-After (-1 = a quarter of -max-pending-upgrades when -max-conns-per-ip is set, else no limit; 0 = no limit)")
 	fs.DurationVar(&e.DrainTimeout, "drain-timeout", 30*time.Second, "graceful shutdown window on SIGTERM")
 	fs.DurationVar(&e.DrainDelay, "drain-delay", 0, "on SIGTERM, wait this long (readiness 503, listener stopped) before closing clients: the balancer's health-check detection time, e.g. 2s (0 = start at once)")
 	fs.BoolVar(&e.ReusePort, "reuseport", false, "SO_REUSEPORT: zero-downtime restarts and several processes on one port")
 	fs.IntVar(&e.Loops, "loops", 0, "event loops (0 = one per CPU)")
 	var origins, proxies string
 	fs.StringVar(&origins, "allow-origin", "", "comma-separated Origin allow-list (scheme://host[:port]); others get 403 (empty = any)")
-	fs.StringVar(&proxies, "trusted-proxies", "", "comma-separated CIDRs whose X-Forwarded-For is believed")
+	fs.StringVar(&proxies, "trusted-proxies", "", "comma-separated CIDRs (or addresses) of balancers whose X-Forwarded-For, and whose PROXY protocol header (v1 or v2, optional per connection), give the client's address; a PROXY header from any other peer gets 400")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve /debug/pprof/ on the admin address")
 	fs.BoolVar(&o.trimMemory, "trim-memory", true, "after the heap has grown (a reconnect storm), return what the idle connections do not need to the OS once the bridge is quiet")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile to `file` (ws2api compatible)")
@@ -153,6 +158,15 @@ func parseOptions(args, env []string) (*options, error) {
 	if maxPending < 0 {
 		e.MaxPending = max(1, inFlight/2)
 	}
+	// By default one address may use a quarter of the pending upgrades, so
+	// that it cannot lock every other client out of the node.
+	e.MaxPendingPerIP = maxPendingPerIP
+	if maxPendingPerIP < 0 {
+		e.MaxPendingPerIP = 0
+		if e.MaxConnsPerIP > 0 && e.MaxPending > 0 {
+			e.MaxPendingPerIP = max(1, e.MaxPending/4)
+		}
+	}
 	e.HoldTimeout = o.backendTimeout
 	for _, s := range splitList(origins) {
 		e.AllowOrigins = append(e.AllowOrigins, strings.ToLower(s))
@@ -183,6 +197,9 @@ func parseOptions(args, env []string) (*options, error) {
 	}
 	if e.PingInterval > 0 && e.PongTimeout <= 0 {
 		errs = append(errs, errors.New("-pong-timeout must be positive when -ping-interval is set"))
+	}
+	if e.MaxConnsPerIP < 0 {
+		errs = append(errs, errors.New("-max-conns-per-ip cannot be negative"))
 	}
 	if e.PingInterval < 0 || e.HandshakeTimeout < 0 || e.DrainTimeout < 0 || e.AcceptRate < 0 {
 		errs = append(errs, errors.New("durations and rates cannot be negative"))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -25,6 +26,30 @@ func TestOptionsDefaults(t *testing.T) {
 	requireEqual(t, "handshake-timeout", o.engine.HandshakeTimeout, 10*time.Second)
 	requireEqual(t, "drain-timeout", o.engine.DrainTimeout, 30*time.Second)
 	requireEqual(t, "log-format", o.logFormat, "json")
+	requireEqual(t, "max-conns-per-ip", o.engine.MaxConnsPerIP, 0)
+	requireEqual(t, "max-pending-per-ip", o.engine.MaxPendingPerIP, 0)
+}
+
+// The per-address limits are off by default; with -max-conns-per-ip one
+// address may by default hold a quarter of the pending upgrades.
+func TestOptionsPerIP(t *testing.T) {
+	for _, tc := range []struct {
+		args                []string
+		wantConns, wantPend int
+	}{
+		{[]string{"-max-conns-per-ip", "100"}, 100, 128},
+		{[]string{"-max-conns-per-ip", "100", "-max-pending-upgrades", "2"}, 100, 1},
+		{[]string{"-max-conns-per-ip", "100", "-max-pending-per-ip", "0"}, 100, 0},
+		{[]string{"-max-pending-per-ip", "5"}, 0, 5},
+		{[]string{"-max-conns-per-ip", "100", "-max-pending-upgrades", "0"}, 100, 0},
+	} {
+		o, err := parseOptions(tc.args, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		requireEqual(t, fmt.Sprint(tc.args, " max-conns-per-ip"), o.engine.MaxConnsPerIP, tc.wantConns)
+		requireEqual(t, fmt.Sprint(tc.args, " max-pending-per-ip"), o.engine.MaxPendingPerIP, tc.wantPend)
+	}
 }
 
 // Environment first, flags win.
@@ -70,6 +95,7 @@ func TestOptionsErrors(t *testing.T) {
 		{[]string{"-log-format", "xml"}, nil, "-log-format"},
 		{[]string{"-nonsense"}, nil, "not defined"},
 		{[]string{"stray"}, nil, "unexpected arguments"},
+		{[]string{"-max-conns-per-ip", "-1"}, nil, "-max-conns-per-ip"},
 	} {
 		_, err := parseOptions(tc.args, tc.env)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
