@@ -103,7 +103,7 @@ func parseOptions(args, env []string) (*options, error) {
 	fs.IntVar(&e.AcceptBurst, "accept-burst", 0, "upgrades admitted at once above -accept-rate (0 = one second's worth)")
 	maxPending := -1
 	fs.IntVar(&maxPending, "max-pending-upgrades", -1, "upgrades waiting for the backend's GET at once; more get 503 with Retry-After (-1 = half of -backend-max-conns × -backend-pipeline, 0 = no limit)")
-	fs.DurationVar(&e.DrainTimeout, "drain-timeout", 30*time.Second, "graceful shutdown window on SIGTERM")
+	fs.DurationVar(&e.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long clients get to leave (closed with 1012 over this window); after it the rest are closed at once while queued POSTs and DELETEs are still sent; a second signal stops at once")
 	fs.DurationVar(&e.DrainDelay, "drain-delay", 0, "on SIGTERM, wait this long (readiness 503, listener stopped) before closing clients: the balancer's health-check detection time, e.g. 2s (0 = start at once)")
 	fs.BoolVar(&e.ReusePort, "reuseport", false, "SO_REUSEPORT: zero-downtime restarts and several processes on one port")
 	fs.IntVar(&e.Loops, "loops", 0, "event loops (0 = one per CPU)")
