@@ -215,3 +215,32 @@ func TestCloseHoldIsBounded(t *testing.T) {
 	waitCalls(t, b, "chatty", "DELETE", 1)
 	requireEqual(t, "POSTs", count(b, "chatty", "POST"), 2)
 }
+
+// TestDeleteNotRepeatedAfterTimeout: a DELETE the backend received but did
+// not answer within -backend-timeout is not sent again (the backend may
+// be acting on it); the connection's lifecycle ends there, and a reconnect
+// with the same ClientId goes on.
+func TestDeleteNotRepeatedAfterTimeout(t *testing.T) {
+	var attempts atomic.Int64
+	b := newBackend(t, backend.Options{Hook: func(ctx *fasthttp.RequestCtx, c *backend.Call) bool {
+		if c.Method == "DELETE" && attempts.Add(1) == 1 {
+			time.Sleep(1500 * time.Millisecond) // past -backend-timeout; a retry would come meanwhile
+		}
+		return false
+	}})
+	p := startBridge(t, b.URL, "-backend-timeout", "1s", "-ping-interval", "0")
+	r := rawUpgrade(t, p.ws, "once")
+	r.conn.Close()
+	// Reconnect once the backend has an answered DELETE, so that its
+	// lifecycle model sees the DELETE before the new GET; the bridge sends
+	// that GET only after its last attempt at the old DELETE.
+	waitFor(t, 10*time.Second, func() error {
+		if n := b.Deletes.Load(); n < 1 {
+			return fmt.Errorf("DELETEs answered: got %d, want 1", n)
+		}
+		return nil
+	})
+	rawUpgrade(t, p.ws, "once")
+	requireEqual(t, "GETs", count(b, "once", "GET"), 2)
+	requireEqual(t, "DELETE attempts that reached the backend", attempts.Load(), int64(1))
+}
