@@ -435,7 +435,8 @@ func (s *Server) DeletesOwed() int64 { return s.owed.Load() }
 //
 // When ctx ends first, the engine stops at once and Shutdown returns an
 // error wrapping ErrDrainAborted: the DELETEs not yet answered
-// (DeletesOwed) are lost. Shutdown may be called again, e.g. with a
+// (DeletesOwed) are lost. So they are, with the same error, when the
+// engine stops by itself during the drain. Shutdown may be called again, e.g. with a
 // shorter ctx; the window does not restart.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.drainOnce.Do(func() {
@@ -470,6 +471,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			owed, calls := s.owed.Load(), s.backend.Pending()
 			s.stop()
 			return fmt.Errorf("%w: %d DELETEs not answered, %d backend calls unfinished", ErrDrainAborted, owed, calls)
+		case <-s.stopped:
+			// gnet stopped by itself (it does on an accept error): no loop
+			// runs any more, so nothing owed can be delivered.
+			return fmt.Errorf("%w: the engine stopped during the drain (%v): %d DELETEs not answered, %d backend calls unfinished",
+				ErrDrainAborted, s.Err(), s.owed.Load(), s.backend.Pending())
 		case <-windowOver:
 			windowOver = nil
 			s.force()
