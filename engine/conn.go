@@ -641,6 +641,7 @@ func (c *conn) closeWith(why closeReason, code ws.StatusCode, reason string) {
 		// DELETE: the lifecycle ends now.
 		c.endIntake()
 	}
+	c.flags &^= fPingSent // the close's own timer rules from now on: a late frame must not move it
 	if until := c.holdUntil(why); until > c.l.now && c.gc != nil && c.side != nil && !c.pipe.Idle() {
 		n, _ := c.pipe.Queued()
 		c.side.held = int32(n) + 1 // the one in flight and those queued behind it
