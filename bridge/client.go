@@ -360,7 +360,10 @@ func (c *Client) finish(call *Call, start time.Time, err error) {
 	} else {
 		c.breaker.success()
 	}
-	if call.Method == DELETE && call.Outcome != OutcomeOK && int(call.attempt)+1 < c.cfg.DeleteAttempts {
+	// A DELETE is tried again only when the backend cannot be acting on it
+	// (not sent, refused, or answered with an error), never after it went
+	// unanswered within the timeout: sent twice, it would reach the backend twice.
+	if call.Method == DELETE && call.Outcome != OutcomeOK && !errors.Is(err, fasthttp.ErrTimeout) && int(call.attempt)+1 < c.cfg.DeleteAttempts {
 		call.attempt++
 		delay := time.Duration(call.attempt) * time.Duration(call.attempt) * 250 * time.Millisecond
 		if ce := c.log.Check(zap.DebugLevel, "retrying DELETE"); ce != nil {

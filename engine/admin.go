@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -29,9 +30,12 @@ const (
 )
 
 // adminReq carries one admin call to a connection's loop and its answer
-// back. The admin goroutine waits on done; the loop sends on it exactly
-// once.
+// back. Whoever claims it first owns it: the loop, which runs it, fills in
+// the answer and sends on done once; or the admin goroutine when it stops
+// waiting (adminWait), which answers 503 and never hands the request back
+// to the pool, since the loop's mailbox still holds it.
 type adminReq struct {
+	claim  atomic.Uint32 // reqWaiting, then reqRun or reqGivenUp
 	kind   adminKind
 	frame  []byte // push: the whole encoded frame
 	n      int    // push: payload bytes
@@ -42,6 +46,13 @@ type adminReq struct {
 	done   chan struct{}
 	timer  *time.Timer
 }
+
+// adminReq.claim values.
+const (
+	reqWaiting uint32 = iota
+	reqRun            // the loop runs it
+	reqGivenUp        // the admin goroutine stopped waiting: the loop skips it
+)
 
 var adminPool = sync.Pool{New: func() any {
 	t := time.NewTimer(time.Hour)
@@ -63,18 +74,21 @@ type Info struct {
 }
 
 // adminWait bounds how long an admin call waits for a loop: a loop never
-// blocks, so this is only reached while the engine stops.
-const adminWait = 5 * time.Second
+// blocks, so this is only reached while the engine stops. A variable for
+// tests.
+var adminWait = 5 * time.Second
 
 // call runs req on the loop of the open connection holding id. It returns
 // 404 when there is none. The req is returned to the pool by the caller
-// unless call reports it lost (timeout).
+// unless call reports it lost: the loop did not take it within adminWait,
+// so it is answered 503 and will not be run.
 func (s *Server) call(id []byte, req *adminReq) (lost bool) {
 	c := s.reg.lookup(id)
 	if c == nil {
 		req.status = fasthttp.StatusNotFound
 		return false
 	}
+	req.claim.Store(reqWaiting)
 	c.l.post(task{kind: taskAdmin, c: c, admin: req})
 	req.timer.Reset(adminWait)
 	select {
@@ -82,6 +96,10 @@ func (s *Server) call(id []byte, req *adminReq) (lost bool) {
 		req.timer.Stop()
 		return false
 	case <-req.timer.C:
+		if !req.claim.CompareAndSwap(reqWaiting, reqGivenUp) {
+			<-req.done // the loop is running it now and does not block
+			return false
+		}
 		req.status = fasthttp.StatusServiceUnavailable
 		return true
 	}
@@ -89,6 +107,9 @@ func (s *Server) call(id []byte, req *adminReq) (lost bool) {
 
 // onAdmin answers an admin call on the connection's loop.
 func (c *conn) onAdmin(req *adminReq) {
+	if !req.claim.CompareAndSwap(reqWaiting, reqRun) {
+		return // the caller gave up and answered 503: nothing is done
+	}
 	defer func() { req.done <- struct{}{} }()
 	if c.phase != phOpen || c.gc == nil {
 		req.status = fasthttp.StatusNotFound

@@ -45,6 +45,7 @@ const (
 	fDecoding                      // readFrames is running: an OnClose from a failed write in it must not decode again
 	fProxyDone                     // the connection's first bytes were checked for a PROXY protocol header (and it was taken off)
 	fProxySrc                      // names ends with NUL and the PROXY protocol source address (ip:port)
+	fCloseHeld                     // closing: our close frame waits for the replies in flight (side.held)
 )
 
 // side is what a connection needs only at the start of its life (until it
@@ -60,6 +61,12 @@ type side struct {
 	// proxied is the client's address from a trusted proxy's PROXY
 	// protocol header, until the request is parsed.
 	proxied netip.AddrPort
+
+	// A close frame held for the replies in flight (fCloseHeld): its code
+	// and reason, and how many POSTs still to answer before it goes.
+	closeReason string
+	closeCode   ws.StatusCode
+	held        int32
 }
 
 // conn is one client connection. All fields belong to the connection's
@@ -424,6 +431,7 @@ func (c *conn) onGET(call *bridge.Call) {
 	s := c.l.srv
 	if call.Outcome == bridge.OutcomeOK {
 		c.flags |= fAccepted
+		s.owed.Add(1)
 		if p := call.Resp.Header.PeekBytes(hdrProtocol); len(p) > 0 && protocol.ProtocolOffered(s2b(c.side.offered), p) {
 			c.side.chosen = string(p)
 		}
@@ -702,7 +710,7 @@ func (c *conn) enqueue(m *bridge.Call) {
 
 func (c *conn) onPOST(call *bridge.Call) {
 	s := c.l.srv
-	if c.phase == phOpen && c.gc != nil && call.Outcome == bridge.OutcomeOK {
+	if c.replying() && call.Outcome == bridge.OutcomeOK {
 		if body := call.Resp.Body(); len(body) > 0 {
 			op := ws.OpText
 			if bridge.IsBinary(&call.Resp) {
@@ -717,6 +725,11 @@ func (c *conn) onPOST(call *bridge.Call) {
 		}
 	}
 	bridge.ReleaseCall(call)
+	if c.flags&fCloseHeld != 0 && c.side != nil {
+		if c.side.held--; c.side.held <= 0 {
+			c.releaseClose() // every reply owed is sent
+		}
+	}
 	next := c.pipe.Done()
 	if next != nil {
 		s.queued.Add(-1)
@@ -739,6 +752,12 @@ func (c *conn) onPOST(call *bridge.Call) {
 	if next == nil {
 		c.maybeDelete()
 	}
+}
+
+// replying reports whether a POST's reply still goes to the client: the
+// connection is open, or closing with its close frame held for the replies.
+func (c *conn) replying() bool {
+	return c.gc != nil && (c.phase == phOpen || c.flags&(fCloseHeld|fCloseSent) == fCloseHeld)
 }
 
 // sendFrame writes one data frame and enforces the outbound limit.
@@ -780,6 +799,12 @@ func (c *conn) checkOutbound() {
 // socket after the client's close reply or the close timeout. Messages the
 // client sent before it saw the close are still POSTed; the DELETE follows
 // them. code 0 means closeCode(why).
+//
+// A close that is not the client's doing (a drain, a kick, a replacement)
+// first waits for the replies to the messages already taken: the frame is
+// held until the POSTs in the pipeline now are answered, for at most
+// holdUntil. The connection is closing meanwhile (no pushes, no new
+// owner), and its DELETE still follows its last POST.
 func (c *conn) closeWith(why closeReason, code ws.StatusCode, reason string) {
 	if c.phase != phOpen {
 		return
@@ -787,7 +812,6 @@ func (c *conn) closeWith(why closeReason, code ws.StatusCode, reason string) {
 	if code == 0 {
 		code = closeCode(why)
 	}
-	c.flags |= fCloseSent
 	c.end(why, code, reason)
 	switch why {
 	case crHeartbeat, crReplaced:
@@ -795,6 +819,58 @@ func (c *conn) closeWith(why closeReason, code ws.StatusCode, reason string) {
 		// DELETE: the lifecycle ends now.
 		c.endIntake()
 	}
+	c.flags &^= fPingSent // the close's own timer rules from now on: a late frame must not move it
+	if until := c.holdUntil(why); until > c.l.now && c.gc != nil && c.side != nil && !c.pipe.Idle() {
+		n, _ := c.pipe.Queued()
+		c.side.held = int32(n) + 1 // the one in flight and those queued behind it
+		c.side.closeCode, c.side.closeReason = code, reason
+		c.flags |= fCloseHeld
+		c.l.wheel.schedule(c, until)
+		return
+	}
+	c.sendClose(code, reason)
+}
+
+// holdUntil returns the tick until which a close for why may wait for the
+// replies in flight, or 0 when it does not wait. Closes caused by the
+// client (protocol errors, slow consumer, heartbeat) do not wait. A kick
+// or a replacement waits at most -backend-timeout, a POST's own bound (a
+// newcomer waits for the DELETE, which follows those POSTs anyway). A
+// drain's wait ends in time for the client's close reply within the
+// window, and once the window is over nothing waits.
+func (c *conn) holdUntil(why closeReason) int64 {
+	s := c.l.srv
+	if s.forced.Load() {
+		return 0
+	}
+	switch why {
+	case crKicked, crReplaced:
+		return c.l.now + s.holdTicks
+	case crDrain:
+		return min(c.l.now+s.holdTicks, s.drainHold.Load())
+	}
+	return 0
+}
+
+// releaseClose sends a held close frame, unless the client's own close
+// came first (it was answered then).
+func (c *conn) releaseClose() {
+	if c.flags&fCloseHeld == 0 {
+		return
+	}
+	c.flags &^= fCloseHeld
+	if c.flags&fCloseSent != 0 || c.side == nil {
+		return
+	}
+	code, reason := c.side.closeCode, c.side.closeReason
+	c.side.closeReason = ""
+	c.sendClose(code, reason)
+}
+
+// sendClose writes the bridge's close frame and waits for the client's
+// reply until the close timeout.
+func (c *conn) sendClose(code ws.StatusCode, reason string) {
+	c.flags |= fCloseSent
 	c.write(protocol.AppendClose(c.l.wbuf[:0], code, reason))
 	if c.gc == nil {
 		return
@@ -868,6 +944,7 @@ func (c *conn) maybeDelete() {
 
 func (c *conn) onDELETE(call *bridge.Call) {
 	bridge.ReleaseCall(call)
+	c.l.srv.owed.Add(-1)
 	c.uncount()
 	c.l.srv.reg.deleted(c)
 }
@@ -960,6 +1037,10 @@ func (c *conn) onTimer() {
 	case phOpen:
 		c.heartbeat()
 	case phClosing:
+		if c.flags&fCloseHeld != 0 {
+			c.releaseClose() // the replies took too long
+			return
+		}
 		l.closeConn(c)
 	}
 }

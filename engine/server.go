@@ -112,6 +112,10 @@ type Server struct {
 	port                                            int
 	sockets                                         sockets      // listeners and epoll instances, for the drain
 	drainFrom, drainTill                            atomic.Int64 // ticks
+	drainHold                                       atomic.Int64 // tick a drain's close stops waiting for replies (holdUntil)
+	drainEnd                                        time.Time    // when the drain window is over; set by drainOnce
+	forced                                          atomic.Bool  // the drain window is over: close every client now
+	owed                                            atomic.Int64 // accepted connections whose DELETE is not answered yet
 	origins                                         [][]byte
 	retryValues                                     [][]byte
 
@@ -407,53 +411,97 @@ func (s *Server) Ready() bool {
 // Connections returns the WebSocket connections authorising or open.
 func (s *Server) Connections() int64 { return s.wsConns.Load() }
 
-// ErrDrainTimeout is returned by Shutdown when connections or backend
-// calls outlived the drain window.
-var ErrDrainTimeout = errors.New("engine: drain did not finish in time")
+// Errors returned by Shutdown.
+var (
+	// ErrDrainTimeout: the drain window ran out, so the last clients were
+	// closed without waiting; every POST and DELETE was still sent.
+	ErrDrainTimeout = errors.New("engine: drain window over before every client left")
+	// ErrDrainAborted: the caller stopped the drain; DELETEs may be lost
+	// (see DeletesOwed).
+	ErrDrainAborted = errors.New("engine: stopped before every DELETE was answered")
+)
 
-// Shutdown drains: readiness turns 503, new upgrades are refused, open
-// connections are closed with 1012 spread over -drain-timeout, their
-// queued POSTs and DELETEs are sent; then the engine stops. It returns
-// when everything is sent or ctx ends.
+// DeletesOwed returns the accepted connections whose DELETE has not been
+// answered yet. After an aborted Shutdown they are the DELETEs lost.
+func (s *Server) DeletesOwed() int64 { return s.owed.Load() }
+
+// Shutdown drains and stops the engine. At once readiness turns 503 and
+// new connections are refused; open connections are closed with 1012,
+// spread over the -drain-timeout window (each after the replies to its
+// messages in flight), and their queued POSTs and DELETEs are sent.
+//
+// The window bounds the wait for the clients, not the promise to the
+// backend: when it is over, the remaining clients are closed at once (1012,
+// then the socket, without waiting for their reply), and Shutdown goes on
+// until every queued POST and every DELETE has been answered (each bounded
+// by the backend timeout and the DELETE retries); then the engine stops.
+// It returns nil, or ErrDrainTimeout when the window ran out.
+//
+// When ctx ends first, the engine stops at once and Shutdown returns an
+// error wrapping ErrDrainAborted: the DELETEs not yet answered
+// (DeletesOwed) are lost. So they are, with the same error, when the
+// engine stops by itself during the drain. Shutdown may be called again, e.g. with a
+// shorter ctx; the window does not restart.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.drainOnce.Do(func() {
 		// After the lame-duck delay, spread the closes over the window
 		// less the delay, the wait for the clients' close replies (at most
 		// a fifth of the window: most clients answer at once) and a tenth
-		// for the last POSTs and DELETEs.
+		// for the last POSTs and DELETEs. A close held for replies in
+		// flight goes in time for the client's reply too.
 		window, delay := s.ticks(s.cfg.DrainTimeout), s.ticks(s.cfg.DrainDelay)
-		from := s.tick() + delay
+		now := s.tick()
+		from := now + delay
+		reply := min(s.closeTicks, window/5)
 		s.drainFrom.Store(from)
-		s.drainTill.Store(from + max(1, window-delay-min(s.closeTicks, window/5)-window/10))
+		s.drainTill.Store(from + max(1, window-delay-reply-window/10))
+		s.drainHold.Store(now + window - reply)
+		s.drainEnd = time.Now().Add(s.cfg.DrainTimeout)
 		s.draining.Store(true)
 		s.log.Info("draining", zap.Int64("connections", s.wsConns.Load()), zap.Duration("window", s.cfg.DrainTimeout))
 		s.stopListening()
 	})
 	t := time.NewTicker(s.cfg.Tick)
 	defer t.Stop()
-	var err error
+	var windowOver <-chan time.Time
+	if !s.forced.Load() {
+		w := time.NewTimer(time.Until(s.drainEnd))
+		defer w.Stop()
+		windowOver = w.C
+	}
 	for s.wsConns.Load() > 0 || s.backend.Pending() > 0 {
 		select {
 		case <-ctx.Done():
-			err = ErrDrainTimeout
+			owed, calls := s.owed.Load(), s.backend.Pending()
+			s.stop()
+			return fmt.Errorf("%w: %d DELETEs not answered, %d backend calls unfinished", ErrDrainAborted, owed, calls)
+		case <-s.stopped:
+			// gnet stopped by itself (it does on an accept error): no loop
+			// runs any more, so nothing owed can be delivered.
+			return fmt.Errorf("%w: the engine stopped during the drain (%v): %d DELETEs not answered, %d backend calls unfinished",
+				ErrDrainAborted, s.Err(), s.owed.Load(), s.backend.Pending())
+		case <-windowOver:
+			windowOver = nil
+			s.force()
 		case <-t.C:
-			continue
 		}
-		break
 	}
-	// Stopping closes what is left; their DELETEs are submitted as the
-	// sockets close, so give them a moment to reach the backend.
 	s.stop()
-	grace := time.NewTimer(s.cfg.CloseTimeout)
-	defer grace.Stop()
-	for s.backend.Pending() > 0 {
-		select {
-		case <-grace.C:
-			return errors.Join(err, fmt.Errorf("engine: %d backend calls unfinished at exit", s.backend.Pending()))
-		case <-t.C:
-		}
+	if s.forced.Load() {
+		return ErrDrainTimeout
 	}
-	return err
+	return nil
+}
+
+// force ends the drain window: the loops close their remaining clients at
+// their next tick (see forceClose), upgrades still in progress get 503,
+// and the backend calls go on.
+func (s *Server) force() {
+	s.refuseUpgrades.Store(true)
+	s.forced.Store(true)
+	s.log.Warn("drain window over: closing the remaining clients now; their queued POSTs and DELETEs are still sent",
+		zap.Int64("connections", s.wsConns.Load()), zap.Int64("deletes_owed", s.owed.Load()),
+		zap.Int64("backend_pending", s.backend.Pending()))
 }
 
 // stopListening stops taking new connections at the socket level (see
@@ -481,7 +529,15 @@ func (s *Server) stop() {
 // drainStep closes this loop's share of open connections for this tick.
 func (l *loop) drainStep() {
 	s := l.srv
-	if !s.draining.Load() || l.open.n == 0 || l.now < s.drainFrom.Load() || l.now == l.drained {
+	if !s.draining.Load() || l.now == l.drained {
+		return
+	}
+	if s.forced.Load() {
+		l.drained = l.now
+		l.forceClose()
+		return
+	}
+	if l.open.n == 0 || l.now < s.drainFrom.Load() {
 		return
 	}
 	l.drained = l.now // once per tick, however many tick tasks a busy loop finds queued
@@ -495,6 +551,34 @@ func (l *loop) drainStep() {
 		// Suggest a short, jittered reconnect delay: by now a new process
 		// (or another node) takes the connections.
 		c.closeWith(crDrain, 0, drainReasons[mrand.IntN(len(drainReasons))])
+	}
+}
+
+// forceClose runs on every tick once the drain window is over: every open
+// connection gets its 1012, and every socket still open (open, closing
+// while its close frame is held or its client's reply awaited, or an
+// upgrade request not yet read whole) is closed now. What closing
+// connections still owe the backend goes on: their queued POSTs, then
+// their DELETEs.
+func (l *loop) forceClose() {
+	for c := l.open.head; c != nil; c = l.open.head {
+		c.closeWith(crDrain, 0, drainReasons[mrand.IntN(len(drainReasons))])
+		l.closeConn(c)
+		if l.open.head == c { // closeWith takes it off the list; never loop on it
+			l.open.remove(c)
+		}
+	}
+	var left []*conn
+	for _, c := range l.wheel.slots {
+		for ; c != nil; c = c.tnext {
+			if c.gc != nil && (c.phase == phClosing || c.phase == phHandshake) {
+				left = append(left, c)
+			}
+		}
+	}
+	for _, c := range left { // closing one takes it off the wheel
+		c.releaseClose()
+		l.closeConn(c)
 	}
 }
 

@@ -108,7 +108,7 @@ func parseOptions(args, env []string) (*options, error) {
 	fs.IntVar(&e.MaxConnsPerIP, "max-conns-per-ip", 0, "WebSocket connections per client address (the socket's peer, or what a -trusted-proxies balancer says); more get 429 with Retry-After (0 = no limit; for deployments without a balancer, or with one in -trusted-proxies)")
 	maxPendingPerIP := -1
 	fs.IntVar(&maxPendingPerIP, "max-pending-per-ip", -1, "upgrades per client address waiting for the backend's GET at once; more get 429 with Retry-After (-1 = a quarter of -max-pending-upgrades when -max-conns-per-ip is set, else no limit; 0 = no limit)")
-	fs.DurationVar(&e.DrainTimeout, "drain-timeout", 30*time.Second, "graceful shutdown window on SIGTERM")
+	fs.DurationVar(&e.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long clients get to leave (closed with 1012 over this window); after it the rest are closed at once while queued POSTs and DELETEs are still sent; a second signal stops at once")
 	fs.DurationVar(&e.DrainDelay, "drain-delay", 0, "on SIGTERM, wait this long (readiness 503, listener stopped) before closing clients: the balancer's health-check detection time, e.g. 2s (0 = start at once)")
 	fs.BoolVar(&e.ReusePort, "reuseport", false, "SO_REUSEPORT: zero-downtime restarts and several processes on one port")
 	fs.IntVar(&e.Loops, "loops", 0, "event loops (0 = one per CPU)")

@@ -118,21 +118,33 @@ func run(o *options) error {
 	var runErr error
 	select {
 	case s := <-sig:
+		// The first signal drains: -drain-timeout bounds the wait for the
+		// clients; the backend still gets every queued POST and DELETE
+		// after it. A second signal stops at once, losing the DELETEs not
+		// yet answered: the exit status is then 1.
 		log.Info("signal: draining", zap.String("signal", s.String()), zap.Duration("drain_timeout", o.engine.DrainTimeout))
-		ctx, cancel := context.WithTimeout(context.Background(), o.engine.DrainTimeout)
+		ctx, cancel := context.WithCancel(context.Background())
 		go func() {
-			// A second signal stops at once.
 			select {
-			case <-sig:
-				log.Warn("second signal: stopping without waiting")
+			case s := <-sig:
+				log.Warn("second signal: stopping at once", zap.String("signal", s.String()),
+					zap.Int64("deletes_owed", srv.DeletesOwed()), zap.Int64("backend_pending", backend.Pending()))
 				cancel()
 			case <-ctx.Done():
 			}
 		}()
-		if err := srv.Shutdown(ctx); err != nil {
-			log.Warn("drain incomplete", zap.Error(err), zap.Int64("connections", srv.Connections()), zap.Int64("backend_pending", backend.Pending()))
-		}
+		err := srv.Shutdown(ctx)
 		cancel()
+		switch {
+		case err == nil:
+			log.Info("drained")
+		case errors.Is(err, engine.ErrDrainTimeout):
+			log.Warn("drained past -drain-timeout: the last clients were closed without waiting; every POST and DELETE was sent")
+		default:
+			log.Error("stopped before the drain finished", zap.Error(err),
+				zap.Int64("deletes_lost", srv.DeletesOwed()), zap.Int64("backend_calls_lost", backend.Pending()))
+			runErr = err
+		}
 	case <-srv.Done():
 		runErr = srv.Err()
 		if runErr == nil {
