@@ -18,7 +18,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 )
 
-func openT(t *testing.T, dir string, opts Options) (*Journal, Recovered) {
+func openT(t testing.TB, dir string, opts Options) (*Journal, Recovered) {
 	t.Helper()
 	j, rec, err := Open(dir, opts)
 	if err != nil {
@@ -28,7 +28,7 @@ func openT(t *testing.T, dir string, opts Options) (*Journal, Recovered) {
 	return j, rec
 }
 
-func closeT(t *testing.T, j *Journal) {
+func closeT(t testing.TB, j *Journal) {
 	t.Helper()
 	if err := j.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
