@@ -522,7 +522,14 @@ func (j *Journal) fail(err error, upTo uint64) {
 	}
 }
 
+// testHookWrite, set by tests before Open, runs before each batch's
+// write(2).
+var testHookWrite func()
+
 func (j *Journal) writeBatch(buf []byte) error {
+	if testHookWrite != nil {
+		testHookWrite()
+	}
 	n, err := j.file.Write(buf)
 	j.segSize += int64(n)
 	j.stats.bytes.Add(uint64(n))
