@@ -3,6 +3,7 @@ package journal
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -21,6 +22,7 @@ import (
 //	hold               open the journal and wait
 //	write <p> <n>      record n connections with id prefix p as opened, wait until written
 //	replay <k> <p> <n> open, answer (Gone) the first k orphans, record n new ones; wait until written
+//	churn <p> <n>      record n connections, then open and close others until killed (8 KiB segments)
 //
 // It prints "answered <id>" per Gone, then "ready <pid>", and blocks until
 // killed or until its stdin closes.
@@ -35,7 +37,11 @@ func TestMain(m *testing.M) {
 
 func helperMain(args []string) int {
 	dir := os.Getenv(helperEnv + "_DIR")
-	j, rec, err := Open(dir, Options{})
+	var opts Options
+	if args[0] == "churn" {
+		opts.SegmentSize = 8 << 10
+	}
+	j, rec, err := Open(dir, opts)
 	if err != nil {
 		fmt.Println("error", err)
 		return 1
@@ -47,6 +53,35 @@ func helperMain(args []string) int {
 			if _, err := j.Opened(testEntry(args[1], i)); err != nil {
 				fmt.Println("error", err)
 				return 1
+			}
+		}
+	case "churn":
+		// n connections that stay, then open+gone pairs until killed,
+		// ready once the compactor has run.
+		n := atoi(args[2])
+		for i := range n {
+			if _, err := j.Opened(testEntry(args[1], i)); err != nil {
+				fmt.Println("error", err)
+				return 1
+			}
+		}
+		for i := n; ; i++ {
+			e := testEntry(args[1], i)
+			if _, err := j.Opened(e); err != nil {
+				if errors.Is(err, ErrFull) {
+					_ = j.Flush()
+					continue
+				}
+				fmt.Println("error", err)
+				return 1
+			}
+			j.Gone(e.ConnID)
+			if i == n+20000 {
+				_ = j.Flush()
+				for j.Stats().Compactions < 2 {
+					time.Sleep(time.Millisecond)
+				}
+				fmt.Printf("ready %d\n", os.Getpid())
 			}
 		}
 	case "replay":

@@ -3,19 +3,9 @@ package journal
 import (
 	"strconv"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 )
-
-// cpuTime is the process's user+system CPU time so far.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // benchEntry fills e with connection n's id in buf (no allocation).
 func benchEntry(buf []byte, n uint64) Entry {
@@ -146,10 +136,11 @@ func BenchmarkBatches(b *testing.B) {
 // TestSizeAfterMillion measures the journal's size after 1,000,000
 // connects and closes around 10,000 connections that stay open (default
 // segment size), and checks it stays within two snapshots and three
-// segments. Skipped with -short; run with -v to see the numbers.
+// segments. Skipped with -short and under -race (a load test, like the
+// Makefile's second test line); run with -v to see the numbers.
 func TestSizeAfterMillion(t *testing.T) {
-	if testing.Short() {
-		t.Skip("1,000,000 connects and closes")
+	if testing.Short() || raceEnabled {
+		t.Skip("1,000,000 connects and closes: without -short and -race")
 	}
 	dir := t.TempDir()
 	j, _ := openT(t, dir, Options{})
@@ -169,7 +160,8 @@ func TestSizeAfterMillion(t *testing.T) {
 	t.Logf("%d connects+closes around %d live in %v (%.0f records/s, %.1f records/batch): %d bytes written, journal now %d bytes in %d files %v, %d compactions",
 		churn, live, elapsed.Round(time.Millisecond), float64(st.Records)/elapsed.Seconds(), float64(st.Records)/float64(st.Batches),
 		st.Bytes, size, len(files), files, st.Compactions)
-	_, rec := openT(t, copyDir(t, dir), Options{})
+	closeT(t, j)
+	_, rec := openT(t, dir, Options{})
 	if len(rec.Orphans) != live {
 		t.Fatalf("got %d orphans, want %d", len(rec.Orphans), live)
 	}
