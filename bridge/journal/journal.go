@@ -522,9 +522,10 @@ func (j *Journal) fail(err error, upTo uint64) {
 	}
 }
 
-// testHookWrite, set by tests before Open, runs before each batch's
-// write(2).
-var testHookWrite func()
+// Test hooks, set by tests before Open: testHookWrite runs before each
+// batch's write(2), testHookCompact on the compactor before it writes a
+// snapshot and again before it removes what the snapshot covers.
+var testHookWrite, testHookCompact func()
 
 func (j *Journal) writeBatch(buf []byte) error {
 	if testHookWrite != nil {
@@ -685,9 +686,15 @@ func (j *Journal) compactOnce() error {
 			zap.Int64("offset", d.Offset), zap.String("reason", d.Reason))
 	}
 	num := sealed[len(sealed)-1]
+	if testHookCompact != nil {
+		testHookCompact()
+	}
 	size, err := writeSnapshot(j.dir, num, live)
 	if err != nil {
 		return err
+	}
+	if testHookCompact != nil {
+		testHookCompact()
 	}
 	j.snapNum, j.snapSize = num, size
 	j.stats.compactions.Add(1)
