@@ -28,9 +28,10 @@
 // idle, each record is its own write. It then publishes the sequence number
 // written up to (Written) and calls Options.OnWritten. The cost per
 // connection is one Opened and one Gone record of about 45 and 25 bytes;
-// measured on the 2-core test VM: about 140 ns per pair on the loop when
-// the loops record concurrently with the writer, and about 2.7 µs of
-// process CPU per record written unbatched (an idle bridge), against
+// measured on the 2-core test VM: 160–280 ns per pair sustained with two
+// goroutines recording while the writer writes on the same two cores
+// (BenchmarkOpenedGone), and about 2.7 µs of process CPU per record
+// written unbatched (an idle bridge; BenchmarkWritten/never), against
 // about 140 µs of bridge CPU per upgrade (BENCHMARKS.md): a few percent
 // at worst, less under load where records share a write. Opened refuses
 // with ErrFull when Options.MaxPending bytes wait for a disk that does not
@@ -104,7 +105,7 @@
 //     101 never waits for it; a power cut loses up to one interval.
 //   - SyncAlways (-journal-sync always): each batch is fdatasynced before
 //     it is reported written; a power cut loses nothing reported written.
-//     Every upgrade waits for an fsync (BenchmarkWritten/always: 0.3–1 ms
+//     Every upgrade waits for an fsync (BenchmarkWritten/always: 0.2–1 ms
 //     on the test VM's virtual disk; NVMe with power-loss protection tens
 //     of µs, spinning disks and network volumes 10 ms and more); batches
 //     grow to absorb concurrent upgrades (BenchmarkBatches).

@@ -516,8 +516,8 @@ func TestCompactionKeepsLiveSet(t *testing.T) {
 		size, files = dirSize(t, dir)
 		return size <= max
 	})
-	if c := j.Stats().Compactions; c < 10 {
-		t.Fatalf("got %d compactions, want at least 10", c)
+	if c := j.Stats().Compactions; c < 2 { // how many depends on timing: one compaction may merge several rotations
+		t.Fatalf("got %d compactions, want at least 2", c)
 	}
 	t.Logf("after %d connects and closes around %d live: %d bytes in %d files (bound %d)", churn, live, size, len(files), max)
 	// Not copyDir: the compactor may be running, and a copy taken across
