@@ -1,0 +1,11 @@
+//go:build !unix
+
+package journal
+
+import (
+	"testing"
+	"time"
+)
+
+// cpuTime is not measured outside Unix.
+func cpuTime(*testing.B) time.Duration { return 0 }
