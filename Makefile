@@ -25,7 +25,7 @@ run: ## run the bridge; with no BACKEND it starts the built-in demo echo backend
 test: ## all tests with the race detector in random order, then the load, allocation and memory tests without it (what CI runs)
 	$(GO) test -race -shuffle=on -timeout 15m ./...
 	$(GO) test -count=1 -timeout 10m -run 'TestReconnectStorm|TestDrain10k|TestTrimAfterBurst' -v ./cmd/wsbridge/
-	$(GO) test -count=1 -timeout 5m -run 'Allocs|TestIdleConnMemory|TestStateSizes' -v ./protocol/ ./engine/ ./bridge/...
+	$(GO) test -count=1 -timeout 5m -run 'Allocs|TestIdleConnMemory|TestStateSizes|TestSizeAfterMillion' -v ./protocol/ ./engine/ ./bridge/...
 
 .PHONY: test-short
 test-short: ## quick tests without the race detector
@@ -52,6 +52,7 @@ fuzz: ## run every fuzz target for FUZZTIME executions each (crashers land in te
 	$(GO) test -run '^$$' -fuzz '^FuzzDecoder$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./protocol/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./protocol/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseProxy$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./protocol/
+	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./bridge/journal/
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./bridge/sign/
 
 .PHONY: lint
