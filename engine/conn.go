@@ -127,10 +127,13 @@ func (c *conn) write(b []byte) {
 func (c *conn) onTraffic() gnet.Action {
 	c.lastRead = tick32(c.l.now)
 	if c.flags&fPingSent != 0 {
-		// Alive: the next ping is due a whole interval from now, not when
-		// the pong timeout would have expired.
 		c.flags &^= fPingSent
-		c.l.wheel.schedule(c, c.l.now+c.l.srv.pingTicks)
+		if c.phase == phOpen {
+			// Alive: the next ping is due a whole interval from now, not
+			// when the pong timeout would have expired. Once closing, the
+			// timer is the close wait's and stays.
+			c.l.wheel.schedule(c, c.l.now+c.l.srv.pingTicks)
+		}
 	}
 	switch c.phase {
 	case phHandshake:
@@ -621,12 +624,30 @@ func (c *conn) closeWith(why closeReason, code ws.StatusCode, reason string) {
 	if c.gc == nil {
 		return
 	}
+	if why == crHeartbeat {
+		c.dropDead()
+		return
+	}
 	if c.gc.OutboundBuffered() == 0 {
 		// Nothing more will be sent: a FIN right after the close frame
 		// lets the client finish the handshake at once.
 		_ = unix.Shutdown(c.gc.Fd(), unix.SHUT_WR)
 	}
 	c.l.wheel.schedule(c, c.l.now+c.l.srv.closeTicks)
+}
+
+// dropDead closes the socket of a client that did not answer a ping, right
+// after the close frame: a dead peer will not reply to it, so waiting the
+// close timeout would only keep the socket. When the frame, or data before
+// it, has not left for the peer (its receive window is full: it does not
+// read), the connection is reset instead, so that the kernel neither keeps
+// an orphaned socket with that data for minutes nor leaves the client
+// without a sign of the close. Runs from a task, not OnTraffic.
+func (c *conn) dropDead() {
+	if c.gc.OutboundBuffered() > 0 || !allSent(c.gc.Fd()) {
+		_ = unix.SetsockoptLinger(c.gc.Fd(), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	}
+	c.l.closeConn(c)
 }
 
 // end starts the end of the connection's lifecycle at the backend: the
