@@ -165,13 +165,14 @@ func TestHeartbeatDeadPeers(t *testing.T) {
 			}
 		}
 		for i, at := range [3]time.Time{del, d.closed, d.gone} {
+			never := ""
 			if at.IsZero() {
-				at = watchUntil
+				at, never = watchUntil, "not within "
 			}
 			took := at.Sub(d.opened)
 			slowest[i] = max(slowest[i], took)
 			if took > limit {
-				late[i] = append(late[i], fmt.Sprintf("%s (full window %v) %v", d.id, d.full, took.Round(time.Millisecond)))
+				late[i] = append(late[i], fmt.Sprintf("%s (full window %v) %s%v", d.id, d.full, never, took.Round(time.Millisecond)))
 			}
 		}
 		if !d.full && !d.closed.IsZero() {
