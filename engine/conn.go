@@ -602,10 +602,10 @@ func (c *conn) checkOutbound() {
 }
 
 // closeWith starts a bridge-initiated close: the close frame, then the
-// socket after the client's close reply or the close timeout (at once for
-// a heartbeat timeout: see dropDead). Messages the
-// client sent before it saw the close are still POSTed; the DELETE follows
-// them. code 0 means closeCode(why).
+// socket after the client's close reply or the close timeout (at once for a
+// heartbeat timeout: see dropDead). Messages the client sent before it saw
+// the close are still POSTed; the DELETE follows them. code 0 means
+// closeCode(why).
 func (c *conn) closeWith(why closeReason, code ws.StatusCode, reason string) {
 	if c.phase != phOpen {
 		return
