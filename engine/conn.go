@@ -164,10 +164,13 @@ func (c *conn) write(b []byte) {
 func (c *conn) onTraffic() gnet.Action {
 	c.lastRead = tick32(c.l.now)
 	if c.flags&fPingSent != 0 {
-		// Alive: the next ping is due a whole interval from now, not when
-		// the pong timeout would have expired.
 		c.flags &^= fPingSent
-		c.l.wheel.schedule(c, c.l.now+c.l.srv.pingTicks)
+		if c.phase == phOpen {
+			// Alive: the next ping is due a whole interval from now, not
+			// when the pong timeout would have expired. Once closing, the
+			// timer is the close wait's and stays.
+			c.l.wheel.schedule(c, c.l.now+c.l.srv.pingTicks)
+		}
 	}
 	switch c.phase {
 	case phHandshake:
@@ -796,9 +799,10 @@ func (c *conn) checkOutbound() {
 }
 
 // closeWith starts a bridge-initiated close: the close frame, then the
-// socket after the client's close reply or the close timeout. Messages the
-// client sent before it saw the close are still POSTed; the DELETE follows
-// them. code 0 means closeCode(why).
+// socket after the client's close reply or the close timeout (at once for a
+// heartbeat timeout: see dropDead). Messages the client sent before it saw
+// the close are still POSTed; the DELETE follows them. code 0 means
+// closeCode(why).
 //
 // A close that is not the client's doing (a drain, a kick, a replacement)
 // first waits for the replies to the messages already taken: the frame is
@@ -826,6 +830,15 @@ func (c *conn) closeWith(why closeReason, code ws.StatusCode, reason string) {
 		c.side.closeCode, c.side.closeReason = code, reason
 		c.flags |= fCloseHeld
 		c.l.wheel.schedule(c, until)
+		return
+	}
+	if why == crHeartbeat {
+		// Never held: a dead peer gets the frame and loses the socket.
+		c.flags |= fCloseSent
+		c.write(protocol.AppendClose(c.l.wbuf[:0], code, reason))
+		if c.gc != nil {
+			c.dropDead()
+		}
 		return
 	}
 	c.sendClose(code, reason)
@@ -881,6 +894,20 @@ func (c *conn) sendClose(code ws.StatusCode, reason string) {
 		_ = unix.Shutdown(c.gc.Fd(), unix.SHUT_WR)
 	}
 	c.l.wheel.schedule(c, c.l.now+c.l.srv.closeTicks)
+}
+
+// dropDead closes the socket of a client that did not answer a ping, right
+// after the close frame: a dead peer will not reply to it, so waiting the
+// close timeout would only keep the socket. When the frame, or data before
+// it, has not left for the peer (its receive window is full: it does not
+// read), the connection is reset instead, so that the kernel neither keeps
+// an orphaned socket with that data for minutes nor leaves the client
+// without a sign of the close. Runs from a task, not OnTraffic.
+func (c *conn) dropDead() {
+	if c.gc.OutboundBuffered() > 0 || !allSent(c.gc.Fd()) {
+		_ = unix.SetsockoptLinger(c.gc.Fd(), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	}
+	c.l.closeConn(c)
 }
 
 // end starts the end of the connection's lifecycle at the backend: the

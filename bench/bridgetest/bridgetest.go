@@ -85,16 +85,7 @@ func (p *Proc) Err() error { return p.err }
 // end of the test if still running.
 func Start(t testing.TB, bin, backendURL string, args ...string) *Proc {
 	t.Helper()
-	full := []string{"-backend", backendURL, "-log-level", "info"}
-	joined := " " + strings.Join(args, " ")
-	if !strings.Contains(joined, " -listen") {
-		full = append(full, "-listen", "127.0.0.1:0")
-	}
-	if !strings.Contains(joined, " -admin") {
-		full = append(full, "-admin", "127.0.0.1:0")
-	}
-	full = append(full, args...)
-	p := &Proc{Cmd: exec.Command(bin, full...), exited: make(chan struct{})}
+	p := &Proc{Cmd: exec.Command(bin, startArgs(backendURL, args)...), exited: make(chan struct{})}
 	p.Cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
 	stderr, err := p.Cmd.StderrPipe()
 	if err != nil {
@@ -142,6 +133,32 @@ func Start(t testing.TB, bin, backendURL string, args ...string) *Proc {
 		t.Fatalf("wsbridge did not start:\n%s", p.Logs())
 	}
 	return p
+}
+
+// startArgs is the command line Start runs: ephemeral -listen and -admin
+// on 127.0.0.1 unless args give them (never the defaults, :7001 and
+// 127.0.0.1:7002, which a bridge started by hand may hold), then args.
+func startArgs(backendURL string, args []string) []string {
+	full := []string{"-backend", backendURL, "-log-level", "info"}
+	if !hasFlag(args, "listen") {
+		full = append(full, "-listen", "127.0.0.1:0")
+	}
+	if !hasFlag(args, "admin") {
+		full = append(full, "-admin", "127.0.0.1:0")
+	}
+	return append(full, args...)
+}
+
+// hasFlag reports whether args set the flag name (-name, --name, -name=v
+// or --name=v; not a flag that merely starts with name, like -admin-token).
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		a = strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+		if a == name || strings.HasPrefix(a, name+"=") {
+			return true
+		}
+	}
+	return false
 }
 
 // Stop sends sig and waits up to timeout for the process to exit.
