@@ -33,7 +33,6 @@ type Config struct {
 }
 
 var (
-	ctOctet       = []byte("application/octet-stream")
 	bearerPrefix  = []byte("Bearer ")
 	pathHealthz   = []byte("/healthz")
 	pathReadyz    = []byte("/readyz")
@@ -136,7 +135,7 @@ func push(s *engine.Server, m *engine.Metrics, maxMessage int64, ctx *fasthttp.R
 		ctx.Error(errBodyTooBig.Error()+"\n", fasthttp.StatusRequestEntityTooLarge)
 		return
 	}
-	binary := bytes.HasPrefix(ctx.Request.Header.ContentType(), ctOctet)
+	binary := protocol.IsBinaryContentType(ctx.Request.Header.ContentType())
 	if !binary && !utf8.Valid(body) {
 		m.PushBadRequest()
 		ctx.Error("text push is not valid UTF-8 (send application/octet-stream for binary)\n", fasthttp.StatusBadRequest)
