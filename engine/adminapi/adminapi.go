@@ -1,10 +1,3 @@
-// Package adminapi is wsbridge's admin HTTP API (docs/protocol.md, "The
-// admin API"; DESIGN §5): push, kick and info per ClientId, /metrics,
-// /healthz, /readyz and, with -pprof, /debug/pprof/, behind an optional
-// bearer token. It holds only the HTTP side: routing, the token check,
-// parsing and answering. What a call does to a connection is the engine's
-// (engine.Server's Push, Kick, Lookup and Ready), run on the connection's
-// event loop.
 package adminapi
 
 import (
