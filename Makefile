@@ -54,6 +54,7 @@ fuzz: ## run every fuzz target for FUZZTIME executions each (crashers land in te
 	$(GO) test -run '^$$' -fuzz '^FuzzParseProxy$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./protocol/
 	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./bridge/journal/
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./bridge/sign/
+	$(GO) test -run '^$$' -fuzz '^FuzzAdmin$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./engine/adminapi/
 
 .PHONY: lint
 lint: ## gofmt, go vet and shellcheck

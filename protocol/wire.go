@@ -1,6 +1,10 @@
 package protocol
 
-import "github.com/gobwas/ws"
+import (
+	"bytes"
+
+	"github.com/gobwas/ws"
+)
 
 // Close codes wsbridge sends besides RFC 6455's own, and the two RFC codes
 // it gives a meaning of its own (docs/protocol.md, "Close codes"). The
@@ -26,3 +30,31 @@ const (
 	// the connection.
 	HeaderCloseCode = "Wsbridge-Close-Code"
 )
+
+var ctOctetStream = []byte("application/octet-stream")
+
+// IsBinaryContentType reports whether a message with Content-Type ct is
+// sent to the client as a binary message: ct is application/octet-stream,
+// in any case, parameters and surrounding white space ignored. Anything
+// else, a missing type included, is text. Backend replies and admin pushes
+// both follow it.
+func IsBinaryContentType(ct []byte) bool {
+	if i := bytes.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return bytes.EqualFold(trimSpace(ct), ctOctetStream)
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && isSpace(b[0]) {
+		b = b[1:]
+	}
+	for len(b) > 0 && isSpace(b[len(b)-1]) {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v'
+}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/engine"
+	"github.com/wsbridge/wsbridge/engine/adminapi"
 	"github.com/wsbridge/wsbridge/sysctl"
 )
 
@@ -102,7 +103,7 @@ func run(o *options) error {
 	if err != nil {
 		return fmt.Errorf("admin listener: %w", err)
 	}
-	admin := srv.AdminServer(engine.AdminConfig{Token: o.adminToken, Pprof: o.pprof})
+	admin := adminapi.New(srv, adminapi.Config{Token: o.adminToken, Pprof: o.pprof})
 	go func() {
 		if err := admin.Serve(adminLn); err != nil {
 			log.Error("admin listener stopped", zap.Error(err))
