@@ -22,18 +22,19 @@ type options struct {
 	backendMaxConns int
 	backendPipeline int
 	backendTimeout  time.Duration
+	pprof           bool
+	trimMemory      bool
+	cpuProfile      string
+	memProfile      string
+	logLevel        string
+	logFormat       string
+	demo            bool
+
 	// backendStuckAfter and backendStuckConns: see bridge.Config StuckAfter
 	// and MaxStuck. backendStuckConns < 0 is worked out at start from the
 	// open-files limit (stuckConns).
 	backendStuckAfter time.Duration
 	backendStuckConns int
-	pprof             bool
-	trimMemory        bool
-	cpuProfile        string
-	memProfile        string
-	logLevel          string
-	logFormat         string
-	demo              bool
 }
 
 // byteSize is a flag value in bytes that also takes KiB/MiB/GiB (or k/m/g).
