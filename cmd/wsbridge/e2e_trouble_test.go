@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -183,8 +184,8 @@ func startChatter(t *testing.T, p *proc, prefix string, n int) *chatter {
 }
 
 // window returns the round trips finished during d from now: their rate
-// per second and their 99th percentile.
-func (ch *chatter) window(t *testing.T, d time.Duration) (rate float64, p99 time.Duration) {
+// per second, their median and their 99th percentile.
+func (ch *chatter) window(t *testing.T, d time.Duration) (rate float64, p50, p99 time.Duration) {
 	t.Helper()
 	ch.mu.Lock()
 	from := len(ch.lat)
@@ -199,10 +200,10 @@ func (ch *chatter) window(t *testing.T, d time.Duration) (rate float64, p99 time
 	// A round trip longer than the window is not in it, but a stall shows
 	// in the rate.
 	if len(lat) == 0 {
-		return 0, d
+		return 0, d, d
 	}
 	slices.Sort(lat)
-	return float64(len(lat)) / d.Seconds(), lat[len(lat)*99/100]
+	return float64(len(lat)) / d.Seconds(), lat[len(lat)/2], lat[len(lat)*99/100]
 }
 
 func (ch *chatter) close() {
@@ -468,16 +469,16 @@ func TestTroubleStuckIDs(t *testing.T) {
 	}
 	ch := startChatter(t, p, "healthy", healthy)
 	defer ch.close()
-	baseRate, baseP99 := ch.window(t, 2*time.Second)
-	t.Logf("healthy clients before the stall: %.0f msg/s, p99 %v", baseRate, baseP99)
+	baseRate, baseP50, baseP99 := ch.window(t, 2*time.Second)
+	t.Logf("healthy clients before the stall: %.0f msg/s, p50 %v, p99 %v", baseRate, baseP50, baseP99)
 
 	for i, c := range stuckConns {
 		if err := c.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf("stuck %d", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	rate, p99 := ch.window(t, 5*time.Second)
-	t.Logf("healthy clients during the stall: %.0f msg/s (%.0f%%), p99 %v", rate, 100*rate/baseRate, p99)
+	rate, p50, p99 := ch.window(t, 5*time.Second)
+	t.Logf("healthy clients during the stall: %.0f msg/s (%.0f%%), p50 %v, p99 %v", rate, 100*rate/baseRate, p50, p99)
 	if rate < baseRate/2 || p99 >= time.Second {
 		t.Fatalf("healthy clients during the stall: %.0f msg/s, p99 %v; want >= %.0f msg/s (half of %.0f) and p99 < 1s",
 			rate, p99, baseRate/2, baseRate)
@@ -507,4 +508,115 @@ func TestTroubleStuckIDs(t *testing.T) {
 		return nil
 	})
 	requireRecovered(t, p, since, "after-stall")
+}
+
+// TestTroubleStuckFullSize is issue 13's second report at full size, with
+// the default flags: 3,000 connections whose POSTs hang 30 s in the
+// backend, 3,000 healthy ones in a closed loop and 3,000 idle ones taking
+// pushes. Heavy (9,000 client sockets, 20 s of stall), so it runs only
+// with WSBRIDGE_FULL_SIZE=1, without -race:
+//
+//	WSBRIDGE_FULL_SIZE=1 go test -count=1 -run TestTroubleStuckFullSize -v ./cmd/wsbridge/
+func TestTroubleStuckFullSize(t *testing.T) {
+	if os.Getenv("WSBRIDGE_FULL_SIZE") == "" {
+		t.Skip("set WSBRIDGE_FULL_SIZE=1 to run the full-size stall (9,000 connections)")
+	}
+	const stuck, healthy, idle = 3000, 3000, 3000
+	release := make(chan struct{})
+	b := newBackend(t, backend.Options{Hook: func(ctx *fasthttp.RequestCtx, c *backend.Call) bool {
+		if c.Method == fasthttp.MethodPost && strings.HasPrefix(c.ClientID, "stuck-") {
+			select {
+			case <-release:
+			case <-time.After(30 * time.Second):
+			}
+		}
+		return false
+	}})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	p := startFastBridge(t, b.URL, "-log-level", "info")
+
+	dial := func(prefix string, n int) []*websocket.Conn {
+		conns := make([]*websocket.Conn, n)
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 100)
+		for i := range n {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				c, _, err := websocket.DefaultDialer.Dial(p.url(fmt.Sprintf("%s-%d", prefix, i)), nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				conns[i] = c
+			}()
+		}
+		wg.Wait()
+		if t.Failed() {
+			t.FailNow()
+		}
+		for _, c := range conns {
+			t.Cleanup(func() { c.Close() })
+		}
+		return conns
+	}
+	stuckConns := dial("stuck", stuck)
+	idleConns := dial("idle", idle)
+	var pushed atomic.Int64
+	for _, c := range idleConns {
+		go func() {
+			for {
+				if _, _, err := c.ReadMessage(); err != nil {
+					return
+				}
+				pushed.Add(1)
+			}
+		}()
+	}
+	ch := startChatter(t, p, "healthy", healthy)
+	defer ch.close()
+	baseRate, baseP50, baseP99 := ch.window(t, 5*time.Second)
+	t.Logf("healthy clients before the stall: %.0f msg/s, p50 %v, p99 %v", baseRate, baseP50, baseP99)
+
+	for i, c := range stuckConns {
+		if err := c.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf("stuck %d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Pushes to idle clients during the stall, 100 a second.
+	stopPush := make(chan struct{})
+	pushDone := make(chan int)
+	go func() {
+		n := 0
+		tk := time.NewTicker(10 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stopPush:
+				pushDone <- n
+				return
+			case <-tk.C:
+			}
+			if status, _, _ := p.adminDo(t, "POST", fmt.Sprintf("/idle-%d", n%idle), "push"); status == 200 {
+				n++
+			}
+		}
+	}()
+	rate, p50, p99 := ch.window(t, 20*time.Second)
+	close(stopPush)
+	sent := <-pushDone
+	t.Logf("healthy clients during the stall: %.0f msg/s (%.0f%%), p50 %v, p99 %v; stuck calls %v; pushes %d sent",
+		rate, 100*rate/baseRate, p50, p99, p.metric(t, "wsbridge_backend_stuck_calls"), sent)
+	waitFor(t, 10*time.Second, func() error {
+		if got := pushed.Load(); got != int64(sent) {
+			return fmt.Errorf("pushes received: got %d, want %d", got, sent)
+		}
+		return nil
+	})
+	if rate < baseRate/2 || p99 >= time.Second {
+		t.Fatalf("healthy clients during the stall: %.0f msg/s, p99 %v; want >= %.0f msg/s and p99 < 1s", rate, p99, baseRate/2)
+	}
 }
