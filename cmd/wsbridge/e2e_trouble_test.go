@@ -141,12 +141,10 @@ type chatter struct {
 func startChatter(t *testing.T, p *proc, prefix string, n int) *chatter {
 	t.Helper()
 	ch := &chatter{stop: make(chan struct{})}
-	for i := range n {
-		c, _, err := websocket.DefaultDialer.Dial(p.url(fmt.Sprintf("%s-%d", prefix, i)), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
+	// All connected first: an upgrade waits behind the messages of the
+	// clients already talking.
+	conns := dialMany(t, p, prefix, n)
+	for _, c := range conns {
 		ch.wg.Add(1)
 		go func() {
 			defer ch.wg.Done()
@@ -181,6 +179,40 @@ func startChatter(t *testing.T, p *proc, prefix string, n int) *chatter {
 		}()
 	}
 	return ch
+}
+
+// dialMany connects prefix-0 … prefix-(n-1), 100 at a time.
+func dialMany(t *testing.T, p *proc, prefix string, n int) []*websocket.Conn {
+	t.Helper()
+	conns := make([]*websocket.Conn, n)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 100)
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c, _, err := websocket.DefaultDialer.Dial(p.url(fmt.Sprintf("%s-%d", prefix, i)), nil)
+			if err != nil {
+				errs <- err
+				return
+			}
+			conns[i] = c
+		}()
+	}
+	wg.Wait()
+	for _, c := range conns {
+		if c != nil {
+			t.Cleanup(func() { c.Close() })
+		}
+	}
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	return conns
 }
 
 // window returns the round trips finished during d from now: their rate
@@ -534,38 +566,24 @@ func TestTroubleStuckFullSize(t *testing.T) {
 	}})
 	var once sync.Once
 	t.Cleanup(func() { once.Do(func() { close(release) }) })
-	p := startFastBridge(t, b.URL, "-log-level", "info")
+	// WSBRIDGE_FULL_SIZE_ARGS adds flags, e.g. "-backend-stuck-after 100ms".
+	p := startFastBridge(t, b.URL, append([]string{"-log-level", "info"}, strings.Fields(os.Getenv("WSBRIDGE_FULL_SIZE_ARGS"))...)...)
 
-	dial := func(prefix string, n int) []*websocket.Conn {
-		conns := make([]*websocket.Conn, n)
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, 100)
-		for i := range n {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				c, _, err := websocket.DefaultDialer.Dial(p.url(fmt.Sprintf("%s-%d", prefix, i)), nil)
-				if err != nil {
-					t.Error(err)
+	began := time.Now()
+	stuckConns := dialMany(t, p, "stuck", stuck)
+	idleConns := dialMany(t, p, "idle", idle)
+	t.Logf("%d connections in %v", stuck+idle, time.Since(began).Round(time.Millisecond))
+	var pushed, stuckReplies atomic.Int64
+	for _, c := range stuckConns {
+		go func() { // reading answers pings: the stuck clients stay
+			for {
+				if _, _, err := c.ReadMessage(); err != nil {
 					return
 				}
-				conns[i] = c
-			}()
-		}
-		wg.Wait()
-		if t.Failed() {
-			t.FailNow()
-		}
-		for _, c := range conns {
-			t.Cleanup(func() { c.Close() })
-		}
-		return conns
+				stuckReplies.Add(1)
+			}
+		}()
 	}
-	stuckConns := dial("stuck", stuck)
-	idleConns := dial("idle", idle)
-	var pushed atomic.Int64
 	for _, c := range idleConns {
 		go func() {
 			for {
