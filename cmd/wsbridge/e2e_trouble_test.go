@@ -138,12 +138,12 @@ type chatter struct {
 	wg   sync.WaitGroup
 }
 
-func startChatter(t *testing.T, p *proc, prefix string, n int) *chatter {
+func startChatter(t *testing.T, p *proc, prefix string, n, parallel int) *chatter {
 	t.Helper()
 	ch := &chatter{stop: make(chan struct{})}
 	// All connected first: an upgrade waits behind the messages of the
 	// clients already talking.
-	conns := dialMany(t, p, prefix, n)
+	conns := dialMany(t, p, prefix, n, parallel)
 	for _, c := range conns {
 		ch.wg.Add(1)
 		go func() {
@@ -181,13 +181,14 @@ func startChatter(t *testing.T, p *proc, prefix string, n int) *chatter {
 	return ch
 }
 
-// dialMany connects prefix-0 … prefix-(n-1), 100 at a time.
-func dialMany(t *testing.T, p *proc, prefix string, n int) []*websocket.Conn {
+// dialMany connects prefix-0 … prefix-(n-1), parallel at a time (keep it
+// under -max-pending-upgrades, half of -backend-max-conns by default).
+func dialMany(t *testing.T, p *proc, prefix string, n, parallel int) []*websocket.Conn {
 	t.Helper()
 	conns := make([]*websocket.Conn, n)
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 100)
+	sem := make(chan struct{}, parallel)
 	for i := range n {
 		wg.Add(1)
 		sem <- struct{}{}
@@ -196,7 +197,7 @@ func dialMany(t *testing.T, p *proc, prefix string, n int) []*websocket.Conn {
 			defer func() { <-sem }()
 			c, _, err := websocket.DefaultDialer.Dial(p.url(fmt.Sprintf("%s-%d", prefix, i)), nil)
 			if err != nil {
-				errs <- err
+				errs <- fmt.Errorf("%s-%d: %w", prefix, i, err)
 				return
 			}
 			conns[i] = c
@@ -499,7 +500,7 @@ func TestTroubleStuckIDs(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		stuckConns[i] = c
 	}
-	ch := startChatter(t, p, "healthy", healthy)
+	ch := startChatter(t, p, "healthy", healthy, 4)
 	defer ch.close()
 	baseRate, baseP50, baseP99 := ch.window(t, 2*time.Second)
 	t.Logf("healthy clients before the stall: %.0f msg/s, p50 %v, p99 %v", baseRate, baseP50, baseP99)
@@ -570,8 +571,8 @@ func TestTroubleStuckFullSize(t *testing.T) {
 	p := startFastBridge(t, b.URL, append([]string{"-log-level", "info"}, strings.Fields(os.Getenv("WSBRIDGE_FULL_SIZE_ARGS"))...)...)
 
 	began := time.Now()
-	stuckConns := dialMany(t, p, "stuck", stuck)
-	idleConns := dialMany(t, p, "idle", idle)
+	stuckConns := dialMany(t, p, "stuck", stuck, 100)
+	idleConns := dialMany(t, p, "idle", idle, 100)
 	t.Logf("%d connections in %v", stuck+idle, time.Since(began).Round(time.Millisecond))
 	var pushed, stuckReplies atomic.Int64
 	for _, c := range stuckConns {
@@ -594,7 +595,7 @@ func TestTroubleStuckFullSize(t *testing.T) {
 			}
 		}()
 	}
-	ch := startChatter(t, p, "healthy", healthy)
+	ch := startChatter(t, p, "healthy", healthy, 100)
 	defer ch.close()
 	baseRate, baseP50, baseP99 := ch.window(t, 5*time.Second)
 	t.Logf("healthy clients before the stall: %.0f msg/s, p50 %v, p99 %v", baseRate, baseP50, baseP99)
