@@ -101,7 +101,7 @@ func parseOptions(args, env []string) (*options, error) {
 	fs.DurationVar(&o.backendStuckAfter, "backend-stuck-after", 250*time.Millisecond, "a backend call in flight this long is stuck: it stops counting against -backend-max-conns, so others get a socket (see -backend-stuck-conns)")
 	// 4096 stuck calls (one slow endpoint hit by thousands of clients) cost
 	// 4096 file descriptors and some 100 MiB at most.
-	fs.IntVar(&o.backendStuckConns, "backend-stuck-conns", -1, "most stuck backend calls held on extra sockets above -backend-max-conns (0 = none: stuck calls hold -backend-max-conns; -1 = 4096, or a quarter of the open-files limit left after -backend-max-conns if less)")
+	fs.IntVar(&o.backendStuckConns, "backend-stuck-conns", -1, "most stuck backend calls held on extra sockets above -backend-max-conns (0 = none: stuck calls hold -backend-max-conns; -1 = 4096, or less if the open-files limit is tight: what -max-conns leaves, else an eighth of what -backend-max-conns leaves)")
 	fs.IntVar(&e.MaxConns, "max-conns", 0, "WebSocket connections; above it upgrades get 503 and /readyz 503 (0 = no limit)")
 	e.MaxMessage = 1 << 20
 	fs.Var(byteSize{&e.MaxMessage}, "max-message", "largest message in `bytes` (KiB/MiB suffixes work); bigger closes with 1009")

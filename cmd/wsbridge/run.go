@@ -59,7 +59,7 @@ func run(o *options) error {
 
 	stuck := o.backendStuckConns
 	if stuck < 0 {
-		stuck = stuckConns(raiseNoFile(log), o.backendMaxConns)
+		stuck = stuckConns(raiseNoFile(log), o.backendMaxConns, o.engine.MaxConns)
 	} else {
 		raiseNoFile(log)
 	}
@@ -187,15 +187,21 @@ func raiseNoFile(log *zap.Logger) uint64 {
 	return soft
 }
 
-// stuckConns is the default -backend-stuck-conns: 4096, or a quarter of
-// the files the limit leaves after the backend's own sockets and the
-// engine's reserve (engine fdBudget), so that the clients keep the rest.
-func stuckConns(nofile uint64, backendConns int) int {
+// stuckConns is the default -backend-stuck-conns: 4096, or less when the
+// open-files limit is tight. The engine reserves a descriptor for each
+// (fdBudget), so they come out of the clients' share: with -max-conns set
+// the stuck calls get what the clients cannot use, without it an eighth of
+// what the backend's own sockets and the engine's reserve leave.
+func stuckConns(nofile uint64, backendConns, maxConns int) int {
 	const most = 4096
 	if nofile == 0 || nofile > 1<<31 {
 		return most
 	}
-	return min(most, max(0, (int(nofile)-128-backendConns)/4))
+	left := int(nofile) - 128 - backendConns
+	if maxConns > 0 {
+		return min(most, max(0, left-maxConns))
+	}
+	return min(most, max(0, left/8))
 }
 
 // checkHost warns, once at start, when the host cannot carry -max-conns
