@@ -15,6 +15,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
+
+	"github.com/wsbridge/wsbridge/protocol"
 )
 
 // Outcome classifies a finished backend call; the values are the
@@ -87,7 +89,6 @@ type Client struct {
 
 	pending    atomic.Int64 // calls submitted and not yet completed (retries included)
 	noPipeline atomic.Bool  // the backend closed a connection with requests behind its first answer
-	drained    chan struct{}
 }
 
 // ErrBadBackend is returned by New for a backend URL it cannot use.
@@ -147,7 +148,6 @@ func New(cfg Config) (*Client, error) {
 		base:    []byte(u.Scheme + "://" + u.Host + path),
 		breaker: newBreaker(cfg.Breaker),
 		log:     cfg.Logger,
-		drained: make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 	}
 	if c.log == nil {
@@ -377,12 +377,7 @@ func (c *Client) finish(call *Call, start time.Time, err error) {
 
 func (c *Client) complete(call *Call) {
 	call.Owner.Complete(call)
-	if c.pending.Add(-1) == 0 {
-		select {
-		case c.drained <- struct{}{}:
-		default:
-		}
-	}
+	c.pending.Add(-1)
 }
 
 func (c *Client) observe(call *Call, d time.Duration) {
@@ -441,14 +436,10 @@ func backendDown(call *Call) bool {
 	return false
 }
 
-// IsBinary reports whether a POST reply is to be sent as a binary message:
-// its Content-Type is application/octet-stream (parameters ignored).
+// IsBinary reports whether a POST reply is to be sent as a binary message
+// (protocol.BinaryContentType, the rule pushes follow too).
 func IsBinary(resp *fasthttp.Response) bool {
-	ct := resp.Header.ContentType()
-	if i := bytes.IndexByte(ct, ';'); i >= 0 {
-		ct = ct[:i]
-	}
-	return bytes.EqualFold(trimSpace(ct), ctOctetStream)
+	return protocol.BinaryContentType(resp.Header.ContentType())
 }
 
 func trimSpace(b []byte) []byte {
@@ -465,10 +456,6 @@ func isSpace(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v'
 }
 
-// Drained returns a channel that receives when the number of pending calls
-// drops to zero. Check Pending after receiving: a new call may have come.
-func (c *Client) Drained() <-chan struct{} { return c.drained }
-
 // Close stops the workers once the queue is empty. Calls submitted after
 // Close are not run.
 func (c *Client) Close() {
@@ -484,9 +471,9 @@ func (c *Client) Close() {
 
 // Header names sent to the backend, in canonical form.
 var (
-	hdrConnID    = []byte("Wsbridge-Connection-Id")
-	hdrReplaces  = []byte("Wsbridge-Replaces")
-	hdrCloseCode = []byte("Wsbridge-Close-Code")
+	hdrConnID    = []byte(protocol.HeaderConnectionID)
+	hdrReplaces  = []byte(protocol.HeaderReplaces)
+	hdrCloseCode = []byte(protocol.HeaderCloseCode)
 	hdrXFF       = []byte("X-Forwarded-For")
 	hdrCTText    = []byte("text/plain; charset=utf-8")
 	hdrCTBinary  = ctOctetStream
@@ -521,17 +508,13 @@ func (c *Client) prepare(call *Call, m Method, method []byte, ids Ids, query []b
 }
 
 // PrepareGET fills call as the upgrade's GET. query is the raw query
-// string or nil; replaces is the connection id of the open connection this
-// one would replace, or nil. The engine adds the forwarded client headers
-// with call.Req.Header.AddBytesKV.
-func (c *Client) PrepareGET(call *Call, ids Ids, query, replaces []byte) {
+// string or nil. Session.Upgrade adds the forwarded client headers, and
+// Session.Authorize Wsbridge-Replaces.
+func (c *Client) PrepareGET(call *Call, ids Ids, query []byte) {
 	c.prepare(call, GET, methodGET, ids, query)
-	if len(replaces) > 0 {
-		call.Req.Header.SetCanonical(hdrReplaces, replaces)
-	}
 }
 
-// PreparePOST fills call as a message's POST; the engine appends the
+// PreparePOST fills call as a message's POST; Session.Message appends the
 // message to call.Req's body as it arrives.
 func (c *Client) PreparePOST(call *Call, ids Ids, binary bool) {
 	c.prepare(call, POST, methodPOST, ids, nil)

@@ -1,6 +1,10 @@
 package protocol
 
-import "github.com/gobwas/ws"
+import (
+	"bytes"
+
+	"github.com/gobwas/ws"
+)
 
 // Close codes wsbridge sends besides RFC 6455's own, and the two RFC codes
 // it gives a meaning of its own (docs/protocol.md, "Close codes"). The
@@ -26,3 +30,26 @@ const (
 	// the connection.
 	HeaderCloseCode = "Wsbridge-Close-Code"
 )
+
+// BinaryContentType reports whether a message with Content-Type ct (a
+// POST's reply, an admin push) goes to the client as a binary message:
+// ct is application/octet-stream, case-insensitively, parameters and
+// surrounding space ignored. Anything else is text.
+func BinaryContentType(ct []byte) bool {
+	if i := bytes.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	for len(ct) > 0 && isSpace(ct[0]) {
+		ct = ct[1:]
+	}
+	for len(ct) > 0 && isSpace(ct[len(ct)-1]) {
+		ct = ct[:len(ct)-1]
+	}
+	return bytes.EqualFold(ct, octetStream)
+}
+
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v'
+}
+
+var octetStream = []byte("application/octet-stream")
