@@ -4,6 +4,9 @@ BIN       ?= bin
 # A count, not a duration: a duration-based -fuzztime can end in a spurious
 # "context deadline exceeded" failure on go1.26 (go.dev/issue/75804).
 FUZZTIME  ?= 300000x
+# The admin API's target runs a whole engine and two clients per input: a third
+# of the executions takes it as long as the parsers' targets take.
+ADMINFUZZTIME ?= 100000x
 BENCHTIME ?= 1s
 BENCHPKGS ?= ./protocol/ ./engine/ ./bridge/ ./bridge/sign/
 
@@ -54,6 +57,7 @@ fuzz: ## run every fuzz target for FUZZTIME executions each (crashers land in te
 	$(GO) test -run '^$$' -fuzz '^FuzzParseProxy$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./protocol/
 	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./bridge/journal/
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./bridge/sign/
+	$(GO) test -run '^$$' -fuzz '^FuzzAdmin$$' -fuzztime $(ADMINFUZZTIME) -fuzzminimizetime 2s ./engine/adminapi/
 
 .PHONY: lint
 lint: ## gofmt, go vet and shellcheck

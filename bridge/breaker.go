@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -9,26 +10,34 @@ import (
 // backend keeps failing.
 type BreakerConfig struct {
 	// Failures is how many consecutive failed calls (unreachable, timeout or
-	// 5xx) open the circuit; 0 means 20, negative disables the breaker.
+	// 502/503/504) open the circuit; 0 means 20, negative disables the
+	// breaker. A call that failed only because the idle socket it was sent
+	// on had been closed by the backend does not count (see stale.go).
 	Failures int
-	// Cooldown is the first open period; it doubles while probes fail, up
-	// to MaxCooldown. 0 means 1s and 30s.
+	// Cooldown is the wait before the first probe once the circuit is
+	// open; the wait doubles while probes fail, up to MaxCooldown. 0 means
+	// 100ms and 500ms: a dead backend gets two probes a second, and new
+	// clients are served again within about half a second of it answering.
 	Cooldown, MaxCooldown time.Duration
 }
 
 // breaker is a consecutive-failure circuit breaker. While open it sheds
-// GETs; after the cooldown one GET is let through as a probe (half-open):
-// its success closes the circuit, its failure opens it again for twice as
-// long. POST and DELETE are never shed: they belong to connections the
-// backend already accepted.
+// GETs and the Client probes the backend by itself (probe.go), never with
+// a client's upgrade: the first probe the backend answers, or any call of
+// a connected client that succeeds meanwhile, closes the circuit. POST and
+// DELETE are never shed: they belong to connections the backend already
+// accepted.
+//
+// success is on every call's path: when the circuit is closed and nothing
+// failed it only loads two atomics.
 type breaker struct {
 	cfg BreakerConfig
 
-	mu       sync.Mutex
-	fails    int
-	openTill time.Time // zero: closed
-	cooldown time.Duration
-	probing  bool
+	fails atomic.Int32 // consecutive failures
+	open  atomic.Bool
+
+	mu       sync.Mutex // serialises opening and closing
+	openedAt time.Time
 }
 
 func newBreaker(cfg BreakerConfig) breaker {
@@ -36,65 +45,57 @@ func newBreaker(cfg BreakerConfig) breaker {
 		cfg.Failures = 20
 	}
 	if cfg.Cooldown <= 0 {
-		cfg.Cooldown = time.Second
+		cfg.Cooldown = 100 * time.Millisecond
 	}
 	if cfg.MaxCooldown <= 0 {
-		cfg.MaxCooldown = 30 * time.Second
+		cfg.MaxCooldown = 500 * time.Millisecond
 	}
-	return breaker{cfg: cfg, cooldown: cfg.Cooldown}
+	cfg.MaxCooldown = max(cfg.MaxCooldown, cfg.Cooldown)
+	return breaker{cfg: cfg}
 }
 
 // allow reports whether a GET may be sent now.
-func (b *breaker) allow(now time.Time) bool {
+func (b *breaker) allow() bool { return !b.open.Load() }
+
+// shedding reports whether the circuit is open.
+func (b *breaker) shedding() bool { return b.open.Load() }
+
+// success records a call the backend answered. It reports whether that
+// closed the circuit, and since when it had been open.
+func (b *breaker) success(now time.Time) (closed bool, openFor time.Duration) {
 	if b.cfg.Failures < 0 {
-		return true
+		return false, 0
+	}
+	if b.fails.Load() != 0 {
+		b.fails.Store(0)
+	}
+	if !b.open.Load() {
+		return false, 0
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.openTill.IsZero() {
-		return true
+	if !b.open.Load() {
+		return false, 0
 	}
-	if now.Before(b.openTill) || b.probing {
+	b.open.Store(false)
+	return true, now.Sub(b.openedAt)
+}
+
+// failure records a call that says the backend is down. It reports
+// whether that opened the circuit.
+func (b *breaker) failure(now time.Time) (opened bool) {
+	if b.cfg.Failures < 0 {
 		return false
 	}
-	b.probing = true
+	if b.fails.Add(1) < int32(b.cfg.Failures) || b.open.Load() {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.open.Load() {
+		return false
+	}
+	b.open.Store(true)
+	b.openedAt = now
 	return true
-}
-
-func (b *breaker) shedding(now time.Time) bool {
-	if b.cfg.Failures < 0 {
-		return false
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return !b.openTill.IsZero() && (now.Before(b.openTill) || b.probing)
-}
-
-func (b *breaker) success() {
-	if b.cfg.Failures < 0 {
-		return
-	}
-	b.mu.Lock()
-	b.fails = 0
-	b.openTill = time.Time{}
-	b.cooldown = b.cfg.Cooldown
-	b.probing = false
-	b.mu.Unlock()
-}
-
-func (b *breaker) failure(now time.Time) {
-	if b.cfg.Failures < 0 {
-		return
-	}
-	b.mu.Lock()
-	b.fails++
-	switch {
-	case b.probing:
-		b.probing = false
-		b.cooldown = min(2*b.cooldown, b.cfg.MaxCooldown)
-		b.openTill = now.Add(b.cooldown)
-	case b.openTill.IsZero() && b.fails >= b.cfg.Failures:
-		b.openTill = now.Add(b.cooldown)
-	}
-	b.mu.Unlock()
 }

@@ -66,10 +66,11 @@ type Call struct {
 	// Answered − Sent, is the latency the bridge itself adds.
 	Received, Sent, Answered int64
 
-	next    *Call // queue link: worker queue or a Pipeline
-	attempt uint8
-	start   time.Time
-	scratch []byte // URI and header value building, reused
+	next       *Call // queue link: worker queue or a Pipeline
+	attempt    uint8
+	staleRetry bool // sent again once after a stale socket (stale.go)
+	start      time.Time
+	scratch    []byte // URI and header value building, reused
 }
 
 var epoch = time.Now()
@@ -94,6 +95,7 @@ func ReleaseCall(c *Call) {
 	c.Received, c.Sent, c.Answered = 0, 0, 0
 	c.next = nil
 	c.attempt = 0
+	c.staleRetry = false
 	c.start = time.Time{}
 	if cap(c.scratch) > 4096 {
 		c.scratch = nil

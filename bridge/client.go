@@ -42,15 +42,23 @@ var Outcomes = []Outcome{OutcomeOK, OutcomeRefused, OutcomeError, OutcomeUnreach
 type Config struct {
 	// Backend is the base URL; the ClientId is appended to it.
 	Backend string
-	// MaxConns bounds the sockets to the backend (fasthttp MaxConnsPerHost)
-	// and so the calls in flight; further calls wait in the queue.
+	// MaxConns bounds the calls in flight that are not stuck, each on its
+	// own socket to the backend; further calls wait in the queue.
 	MaxConns int
+	// StuckAfter is how long a call may be in flight before it counts as
+	// stuck: it then stops counting against MaxConns, so that one slow
+	// endpoint or locked row cannot hold every socket while the calls of
+	// everyone else wait behind it. 0 means 250ms.
+	StuckAfter time.Duration
+	// MaxStuck bounds the stuck calls held above MaxConns, each on a socket
+	// of its own: at most MaxConns+MaxStuck sockets in all. 0 means none:
+	// stuck calls keep counting against MaxConns.
+	MaxStuck int
 	// Timeout bounds each call.
 	Timeout time.Duration
 	// Pipeline is how many requests one backend connection may carry at
 	// once when all MaxConns connections are busy (HTTP/1.1 pipelining, see
-	// pipelined.go). 0 or 1 sends one request per connection at a time
-	// through fasthttp's HostClient.
+	// pipelined.go). 0 or 1 sends one request per connection at a time.
 	Pipeline int
 	// DeleteAttempts is how many times a failing DELETE is tried (default 3).
 	DeleteAttempts int
@@ -67,9 +75,15 @@ type Config struct {
 }
 
 // Client calls the backend. It is safe for concurrent use.
+//
+// Each worker goroutine owns one backend socket (pipelined.go) and runs one
+// call, or one pipelined batch, at a time. Workers are started on demand:
+// at most MaxConns whose call is not stuck, plus at most MaxStuck whose
+// call is (watchStuck marks them).
 type Client struct {
 	cfg     Config
-	hc      *fasthttp.HostClient
+	addr    string // host:port
+	isTLS   bool
 	base    []byte // scheme://host[:port]/path/ ready for the ClientId
 	breaker breaker
 	log     *zap.Logger
@@ -82,13 +96,26 @@ type Client struct {
 	idle     int // workers waiting on cond
 	starting int // workers started and not yet running
 	workers  int
-	minIdle  int // fewest idle workers seen by a call since the last retirement
-	retire   int // idle workers asked to exit
+	stuck    int       // workers whose call in hand is stuck
+	all      []*worker // every worker, for watchStuck
+	minIdle  int       // fewest idle workers seen by a call since the last retirement
+	retire   int       // idle workers asked to exit
 	stop     chan struct{}
 	closed   bool
 
-	pending    atomic.Int64 // calls submitted and not yet completed (retries included)
-	noPipeline atomic.Bool  // the backend closed a connection with requests behind its first answer
+	pending    atomic.Int64  // calls submitted and not yet completed (retries included)
+	stuckNow   atomic.Int64  // c.stuck, for Stuck
+	connGen    atomic.Uint64 // bumped to drop every socket dialed before (dropConns)
+	staleConns atomic.Int64  // sockets found closed by the backend
+	noPipeline atomic.Bool   // the backend closed a connection with requests behind its first answer
+}
+
+// worker is one worker goroutine's state.
+type worker struct {
+	p     pconn
+	since atomic.Int64 // Now() when the call or batch in hand went out; 0 while idle
+	stuck bool         // counted in Client.stuck; Client.mu
+	index int          // in Client.all; Client.mu
 }
 
 // ErrBadBackend is returned by New for a backend URL it cannot use.
@@ -115,6 +142,10 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Pipeline <= 0 {
 		cfg.Pipeline = 1
 	}
+	if cfg.StuckAfter <= 0 {
+		cfg.StuckAfter = 250 * time.Millisecond
+	}
+	cfg.MaxStuck = max(cfg.MaxStuck, 0)
 	if cfg.DeleteAttempts <= 0 {
 		cfg.DeleteAttempts = 3
 	}
@@ -131,20 +162,9 @@ func New(cfg Config) (*Client, error) {
 		path += "/"
 	}
 	c := &Client{
-		cfg: cfg,
-		hc: &fasthttp.HostClient{
-			Addr:                      addr,
-			Name:                      "wsbridge",
-			IsTLS:                     u.Scheme == "https",
-			TLSConfig:                 cfg.TLSConfig,
-			MaxConns:                  cfg.MaxConns,
-			MaxConnWaitTimeout:        cfg.Timeout,
-			MaxIdleConnDuration:       30 * time.Second,
-			MaxIdemponentCallAttempts: 1, // DELETE retries are ours, with backoff
-			DisablePathNormalizing:    true,
-			ReadBufferSize:            8 << 10,
-			WriteBufferSize:           8 << 10,
-		},
+		cfg:     cfg,
+		addr:    addr,
+		isTLS:   u.Scheme == "https",
 		base:    []byte(u.Scheme + "://" + u.Host + path),
 		breaker: newBreaker(cfg.Breaker),
 		log:     cfg.Logger,
@@ -155,6 +175,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	c.cond = sync.NewCond(&c.mu)
 	go c.retireIdle(retireEvery)
+	go c.watchStuck(min(max(cfg.StuckAfter/5, 5*time.Millisecond), 100*time.Millisecond))
 	return c, nil
 }
 
@@ -165,13 +186,23 @@ func (c *Client) Base() string { return string(c.base) }
 func (c *Client) Pending() int64 { return c.pending.Load() }
 
 // Shedding reports whether the circuit breaker currently sheds GETs.
-func (c *Client) Shedding() bool { return c.breaker.shedding(time.Now()) }
+func (c *Client) Shedding() bool { return c.breaker.shedding() }
+
+// Stuck returns the number of calls in flight for longer than StuckAfter.
+func (c *Client) Stuck() int64 { return c.stuckNow.Load() }
+
+// MaxStuck returns the bound on stuck calls held above MaxConns.
+func (c *Client) MaxStuck() int { return c.cfg.MaxStuck }
+
+// StaleConns returns how many idle sockets were found closed by the
+// backend (and not used for a call).
+func (c *Client) StaleConns() int64 { return c.staleConns.Load() }
 
 // Submit queues call for a worker. It never blocks on the backend and may
 // be called from an event loop. call.Owner gets it back when it is done.
 func (c *Client) Submit(call *Call) {
 	c.pending.Add(1)
-	if call.Method == GET && !c.breaker.allow(time.Now()) {
+	if call.Method == GET && !c.breaker.allow() {
 		call.Outcome = OutcomeShed
 		call.Err = ErrShed
 		c.observe(call, 0)
@@ -203,22 +234,86 @@ func (c *Client) pushLocked(call *Call) {
 }
 
 // wakeAndUnlock gets a worker to the queue, which has n new calls: it
-// wakes idle workers or, when none is idle, starts one (up to MaxConns).
+// wakes idle workers or, when none is idle, starts one (see roomLocked).
 // c.mu is held on entry and released.
 func (c *Client) wakeAndUnlock(n int) {
-	spawn := c.idle == 0 && c.workers < c.cfg.MaxConns
+	var w *worker
 	switch {
-	case spawn:
-		c.workers++
-		c.starting++
+	case c.idle == 0 && c.roomLocked() > 0:
+		w = c.addWorkerLocked()
 	case n == 1:
 		c.cond.Signal()
 	case c.idle > 0:
 		c.cond.Broadcast()
 	}
 	c.mu.Unlock()
-	if spawn {
-		go c.worker()
+	if w != nil {
+		go c.worker(w)
+	}
+}
+
+// roomLocked is how many more workers may start: those not stuck stay
+// within MaxConns, all of them within MaxConns+MaxStuck. c.mu is held.
+func (c *Client) roomLocked() int {
+	return max(0, min(c.cfg.MaxConns-(c.workers-c.stuck), c.cfg.MaxConns+c.cfg.MaxStuck-c.workers))
+}
+
+// addWorkerLocked counts a new worker, to be run with go c.worker(w).
+// c.mu is held.
+func (c *Client) addWorkerLocked() *worker {
+	w := &worker{index: len(c.all)}
+	c.all = append(c.all, w)
+	c.workers++
+	c.starting++
+	return w
+}
+
+// removeWorkerLocked forgets w, which is exiting. c.mu is held.
+func (c *Client) removeWorkerLocked(w *worker) {
+	last := c.all[len(c.all)-1]
+	c.all[w.index], last.index = last, w.index
+	c.all[len(c.all)-1] = nil
+	c.all = c.all[:len(c.all)-1]
+	c.workers--
+}
+
+// watchStuck marks calls in flight for longer than StuckAfter as stuck,
+// every period, and starts workers for the queue in the room that frees.
+// It holds c.mu for one pass over the workers (a few microseconds for
+// thousands).
+func (c *Client) watchStuck(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	limit := int64(c.cfg.StuckAfter)
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		now := Now()
+		c.mu.Lock()
+		marked := 0
+		for _, w := range c.all {
+			if s := w.since.Load(); s != 0 && !w.stuck && now-s >= limit {
+				w.stuck = true
+				marked++
+			}
+		}
+		if marked == 0 {
+			c.mu.Unlock()
+			continue
+		}
+		c.stuck += marked
+		c.stuckNow.Store(int64(c.stuck))
+		var start []*worker
+		for n := min(c.queued-c.idle-c.starting, c.roomLocked()); n > 0; n-- {
+			start = append(start, c.addWorkerLocked())
+		}
+		c.mu.Unlock()
+		for _, w := range start {
+			go c.worker(w)
+		}
 	}
 }
 
@@ -265,20 +360,14 @@ func (c *Client) requeue(calls []*Call) {
 	c.wakeAndUnlock(len(calls))
 }
 
-// worker runs calls until Close. Workers are started on demand, at most
-// MaxConns of them, so an idle bridge holds few goroutines. With
-// pipelining a worker owns a connection and takes up to Pipeline waiting
-// calls at a time; otherwise it takes one and lets HostClient pick the
-// connection.
-func (c *Client) worker() {
-	var p *pconn
-	var batch []*Call
-	var errs []error
-	if c.cfg.Pipeline > 1 {
-		p = &pconn{}
-		batch = make([]*Call, 0, c.cfg.Pipeline)
-		errs = make([]error, c.cfg.Pipeline)
-	}
+// worker runs calls on its own connection until Close, until it is
+// retired idle, or until its stuck call ends while enough workers that are
+// not stuck serve the queue. Workers are started on demand, so an idle
+// bridge holds few goroutines. With pipelining a worker takes up to
+// Pipeline waiting calls at a time, otherwise one.
+func (c *Client) worker(w *worker) {
+	batch := make([]*Call, 0, c.cfg.Pipeline)
+	errs := make([]error, c.cfg.Pipeline)
 	c.mu.Lock()
 	c.starting--
 	for {
@@ -291,36 +380,39 @@ func (c *Client) worker() {
 			if !c.closed {
 				c.retire--
 			}
-			c.workers--
-			c.mu.Unlock()
-			if p != nil {
-				p.close()
-			}
-			return
+			break
 		}
-		if p == nil {
-			call := c.pop()
-			c.mu.Unlock()
-			c.do(call)
-		} else {
-			// Leave a call for every idle worker (woken ones included:
-			// they count as idle until they hold the lock) and every
-			// worker still starting: a batch is only what no free
-			// connection could take now.
-			n := 1
-			if !c.noPipeline.Load() {
-				n = max(1, min(c.queued-c.idle-c.starting, c.cfg.Pipeline))
-			}
-			batch = batch[:0]
-			for range n {
-				batch = append(batch, c.pop())
-			}
-			c.mu.Unlock()
-			c.doBatch(p, batch, errs)
-			clear(batch) // do not keep finished calls reachable
+		// Leave a call for every idle worker (woken ones included: they
+		// count as idle until they hold the lock) and every worker still
+		// starting: a batch is only what no free connection could take
+		// now. No batches while a call is stuck: what is pipelined behind
+		// a stuck call is stuck with it.
+		n := 1
+		if c.cfg.Pipeline > 1 && c.stuck == 0 && !c.noPipeline.Load() {
+			n = max(1, min(c.queued-c.idle-c.starting, c.cfg.Pipeline))
 		}
+		batch = batch[:0]
+		for range n {
+			batch = append(batch, c.pop())
+		}
+		w.since.Store(Now())
+		c.mu.Unlock()
+		c.doBatch(&w.p, batch, errs)
+		clear(batch) // do not keep finished calls reachable
+		w.since.Store(0)
 		c.mu.Lock()
+		if w.stuck {
+			w.stuck = false
+			c.stuck--
+			c.stuckNow.Store(int64(c.stuck))
+		}
+		if c.workers-c.stuck > c.cfg.MaxConns {
+			break // started in the room of a stuck call that has now ended
+		}
 	}
+	c.removeWorkerLocked(w)
+	c.mu.Unlock()
+	w.p.close()
 }
 
 // pop takes the call at the head of the non-empty queue; c.mu is held.
@@ -335,19 +427,6 @@ func (c *Client) pop() *Call {
 	return call
 }
 
-func (c *Client) do(call *Call) {
-	start := time.Now()
-	if call.start.IsZero() {
-		call.start = start
-	}
-	call.Sent, call.Answered = Now(), 0
-	err := c.hc.DoTimeout(&call.Req, &call.Resp, c.cfg.Timeout)
-	if err == nil {
-		call.Answered = Now()
-	}
-	c.finish(call, start, err)
-}
-
 // finish classifies an attempt that started at start and ended with err
 // (nil when the backend answered), then completes the call or schedules
 // a DELETE's retry.
@@ -355,10 +434,17 @@ func (c *Client) finish(call *Call, start time.Time, err error) {
 	call.Err = err
 	call.Outcome = c.classify(call)
 	c.observe(call, time.Since(start))
-	if backendDown(call) {
-		c.breaker.failure(time.Now())
-	} else {
-		c.breaker.success()
+	switch {
+	case isStale(call):
+		// A socket the backend dropped says nothing about the backend.
+	case backendDown(call):
+		if c.breaker.failure(time.Now()) {
+			c.opened(call)
+		}
+	default:
+		if closed, openFor := c.breaker.success(time.Now()); closed {
+			c.closedCircuit(openFor, call.Method.String()+" "+string(call.Outcome))
+		}
 	}
 	// A DELETE is tried again only when the backend cannot be acting on it
 	// (not sent, refused, or answered with an error), never after it went
@@ -437,9 +523,9 @@ func backendDown(call *Call) bool {
 }
 
 // IsBinary reports whether a POST reply is to be sent as a binary message
-// (protocol.BinaryContentType, the rule pushes follow too).
+// (protocol.IsBinaryContentType, the rule pushes follow too).
 func IsBinary(resp *fasthttp.Response) bool {
-	return protocol.BinaryContentType(resp.Header.ContentType())
+	return protocol.IsBinaryContentType(resp.Header.ContentType())
 }
 
 func trimSpace(b []byte) []byte {
@@ -466,7 +552,6 @@ func (c *Client) Close() {
 	c.closed = true
 	c.cond.Broadcast()
 	c.mu.Unlock()
-	c.hc.CloseIdleConnections()
 }
 
 // Header names sent to the backend, in canonical form.
@@ -536,5 +621,6 @@ func (c *Client) PrepareDELETE(call *Call, ids Ids, code int, reason string) {
 	call.Req.SetBodyString(reason)
 }
 
-// MaxConns returns the bound on backend sockets.
-func (c *Client) MaxConns() int { return c.cfg.MaxConns }
+// MaxConns returns the bound on backend sockets: MaxConns plus MaxStuck.
+// The engine reserves that many file descriptors for them.
+func (c *Client) MaxConns() int { return c.cfg.MaxConns + c.cfg.MaxStuck }

@@ -20,15 +20,17 @@
 //
 // Files: session.go (the seam), call.go (Call and its pool), client.go
 // (workers, queue, classification, request building), pipelined.go (HTTP/1.1
-// pipelining), breaker.go (the circuit breaker).
+// pipelining), breaker.go, probe.go and stale.go (the circuit breaker, its
+// probes, sockets the backend closed).
 //
-// A Client holds one pooled fasthttp.HostClient bounded by MaxConns
-// (-backend-max-conns) and a small pool of worker goroutines, one per backend
-// socket at most, fed by a FIFO queue. The engine never blocks on the
-// backend: a Session fills a Call (a pooled request/response pair) and
-// submits it, and the Call comes back through its Completer, which runs on
-// a worker goroutine and must only hand the Call over to the connection's
-// event loop.
+// A Client holds a pool of worker goroutines, each with its own backend
+// socket, fed by a FIFO queue: at most MaxConns (-backend-max-conns) whose
+// call is not stuck, plus at most MaxStuck whose call has been in flight for
+// longer than StuckAfter, so a few stuck calls cannot take every socket. The
+// engine never blocks on the backend: a Session fills a Call (a pooled
+// request/response pair) and submits it, and the Call comes back through its
+// Completer, which runs on a worker goroutine and must only hand the Call
+// over to the connection's event loop.
 //
 // The protocol, compatible with ws2api:
 //
@@ -40,5 +42,7 @@
 // connection, the Session keeps one call in flight and the rest in arrival
 // order; DELETE is retried a few times when the backend fails. A circuit
 // breaker sheds GETs while the backend is unreachable, so a dead backend is
-// not hammered by every reconnecting client.
+// not hammered by every reconnecting client, and probes it by itself
+// (probe.go). An idle socket the backend closed is never taken for the
+// backend being down (stale.go).
 package bridge

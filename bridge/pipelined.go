@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
 )
 
 // Pipelining (Config.Pipeline > 1).
@@ -50,6 +52,13 @@ type pconn struct {
 	bw     *bufio.Writer
 	used   time.Time // last answer read
 	served int       // answers read on nc
+	gen    uint64    // Client.connGen when nc was dialed
+
+	// For alive (peek_unix.go), set up once per connection.
+	raw       syscall.RawConn
+	peekFn    func(fd uintptr) bool
+	peekAlive bool
+	peekBuf   [1]byte
 }
 
 func (p *pconn) close() {
@@ -61,35 +70,50 @@ func (p *pconn) close() {
 
 var userAgent = []byte("wsbridge")
 
+// Sizes and limits of the backend connections.
+const (
+	readBufferSize  = 8 << 10
+	writeBufferSize = 8 << 10
+	// maxIdleConnDuration: a connection idle longer is closed before use
+	// rather than trusted with a call: the backend may be about to drop it.
+	maxIdleConnDuration = 30 * time.Second
+)
+
 // dial opens p's connection, with the same timeout as a call.
 func (c *Client) dial(p *pconn, deadline time.Time) error {
+	p.gen = c.connGen.Load()
 	d := net.Dialer{Deadline: deadline, KeepAlive: 30 * time.Second}
 	var nc net.Conn
 	var err error
-	if c.hc.IsTLS {
+	if c.isTLS {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 		if c.cfg.TLSConfig != nil {
 			cfg = c.cfg.TLSConfig.Clone()
 		}
 		if cfg.ServerName == "" {
-			cfg.ServerName = hostOnly(c.hc.Addr)
+			cfg.ServerName = hostOnly(c.addr)
 		}
 		td := tls.Dialer{NetDialer: &d, Config: cfg}
-		nc, err = td.Dial("tcp", c.hc.Addr)
+		nc, err = td.Dial("tcp", c.addr)
 	} else {
-		nc, err = d.Dial("tcp", c.hc.Addr)
+		nc, err = d.Dial("tcp", c.addr)
 	}
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
 			return fasthttp.ErrDialTimeout
 		}
-		return fmt.Errorf("bridge: dial %s: %w", c.hc.Addr, err)
+		return fmt.Errorf("bridge: dial %s: %w", c.addr, err)
 	}
 	p.nc = nc
+	if tc, ok := nc.(*tls.Conn); ok {
+		p.watch(tc.NetConn())
+	} else {
+		p.watch(nc)
+	}
 	if p.br == nil {
-		p.br = bufio.NewReaderSize(nc, c.hc.ReadBufferSize)
-		p.bw = bufio.NewWriterSize(nc, c.hc.WriteBufferSize)
+		p.br = bufio.NewReaderSize(nc, readBufferSize)
+		p.bw = bufio.NewWriterSize(nc, writeBufferSize)
 	} else {
 		p.br.Reset(nc)
 		p.bw.Reset(nc)
@@ -118,7 +142,8 @@ func timeoutErr(err error) error {
 }
 
 // doBatch sends batch on p's connection and completes every call in it,
-// except those the server declined by closing: they are queued again.
+// except those the server declined by closing, or that met a stale socket
+// (stale.go): they are queued again.
 func (c *Client) doBatch(p *pconn, batch []*Call, errs []error) {
 	start := time.Now()
 	sent := Now()
@@ -129,9 +154,18 @@ func (c *Client) doBatch(p *pconn, batch []*Call, errs []error) {
 		call.Sent, call.Answered = sent, 0
 	}
 	deadline := start.Add(c.cfg.Timeout)
-	if p.nc != nil && start.Sub(p.used) > c.hc.MaxIdleConnDuration {
-		p.close() // the server may be about to drop it: do not bet a POST on it
+	if p.nc != nil {
+		switch {
+		case p.gen != c.connGen.Load():
+			p.close() // dialed before the backend was seen dropping sockets
+		case start.Sub(p.used) > maxIdleConnDuration:
+			p.close() // the server may be about to drop it: do not bet a POST on it
+		case !p.alive():
+			p.close()
+			c.staleConn()
+		}
 	}
+	reused := p.nc != nil
 	if p.nc == nil {
 		if err := c.dial(p, deadline); err != nil {
 			for _, call := range batch {
@@ -159,6 +193,12 @@ func (c *Client) doBatch(p *pconn, batch []*Call, errs []error) {
 	if err != nil {
 		err = timeoutErr(err)
 		p.close()
+		if reused && closedBeforeAnswer(err) {
+			// The backend had reset the socket: what we wrote was discarded.
+			c.staleConn()
+			c.retryStale(batch, start, err, true)
+			return
+		}
 		for _, call := range batch {
 			c.finish(call, start, err)
 		}
@@ -197,6 +237,13 @@ func (c *Client) doBatch(p *pconn, batch []*Call, errs []error) {
 		}
 		p.close()
 	}
+	if err != nil && reused && answered == 0 && closedBeforeAnswer(err) {
+		// Closed under our write before a byte of answer: most likely a
+		// socket the backend had dropped while it sat idle.
+		c.staleConn()
+		c.retryStale(batch, start, err, false)
+		return
+	}
 	var again []*Call
 	if closed {
 		again = batch[answered:]
@@ -209,6 +256,36 @@ func (c *Client) doBatch(p *pconn, batch []*Call, errs []error) {
 	// Complete in a burst: each event loop is woken once for the lot.
 	for i, call := range batch[:answered] {
 		c.finish(call, start, errs[i])
+	}
+	if len(again) > 0 {
+		c.requeue(again)
+	}
+}
+
+// staleConn records a socket found closed by the backend and drops every
+// other socket dialed before it.
+func (c *Client) staleConn() {
+	c.dropConns()
+	c.staleConns.Add(1)
+	if ce := c.log.Check(zap.DebugLevel, "backend closed an idle connection; dropping the idle ones"); ce != nil {
+		ce.Write()
+	}
+}
+
+// retryStale handles a batch none of which the backend answered because
+// the reused socket it went out on was dead. Calls go again, at the front
+// of the queue and once only, when sending them twice is harmless: all of
+// them if the write itself failed (the backend discarded it), else GETs and
+// DELETEs. The others fail with a staleError, which the breaker ignores.
+func (c *Client) retryStale(batch []*Call, start time.Time, err error, unwritten bool) {
+	var again []*Call
+	for _, call := range batch {
+		if !call.staleRetry && (unwritten || call.Method != POST) {
+			call.staleRetry = true
+			again = append(again, call)
+			continue
+		}
+		c.finish(call, start, &staleError{err})
 	}
 	if len(again) > 0 {
 		c.requeue(again)

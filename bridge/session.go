@@ -32,7 +32,7 @@ type Reply struct {
 	// Body is the answer's body: a POST's reply, a refused GET's message.
 	Body []byte
 	// Binary is set for a POST reply that goes to the client as a binary
-	// message (protocol.BinaryContentType); otherwise it is text.
+	// message (protocol.IsBinaryContentType); otherwise it is text.
 	Binary bool
 	// ContentType, Protocol and Challenge are a GET's Content-Type,
 	// Sec-WebSocket-Protocol and WWW-Authenticate (nil for other calls).

@@ -44,6 +44,10 @@ var wsbridgeMetrics = map[string]bool{
 	"wsbridge_message_added_latency_seconds_count":     true,
 	"wsbridge_pushes_total":                            true,
 	"wsbridge_memory_trims_total":                      true,
+	"wsbridge_backend_up":                              true,
+	"wsbridge_backend_stuck_calls":                     true,
+	"wsbridge_backend_max_stuck":                       true,
+	"wsbridge_backend_stale_conns_total":               true,
 	"up":                                               true, // Prometheus's own, per target
 }
 

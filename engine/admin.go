@@ -1,25 +1,13 @@
 package engine
 
 import (
-	"bytes"
-	"crypto/subtle"
-	"encoding/json"
-	"errors"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/gobwas/ws"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttpadaptor"
-	"github.com/valyala/fasthttp/pprofhandler"
-
-	"github.com/wsbridge/wsbridge/protocol"
 )
 
 type adminKind uint8
@@ -209,151 +197,4 @@ func (s *Server) Lookup(id []byte) (info Info, ok bool) {
 		adminPool.Put(req)
 	}
 	return info, ok
-}
-
-// AdminConfig configures the admin API.
-type AdminConfig struct {
-	Token string // if set, every call but /healthz and /readyz needs "Authorization: Bearer <Token>"
-	Pprof bool   // serve /debug/pprof/
-}
-
-var (
-	bearerPrefix  = []byte("Bearer ")
-	pathHealthz   = []byte("/healthz")
-	pathReadyz    = []byte("/readyz")
-	pathMetrics   = []byte("/metrics")
-	pathPprof     = []byte("/debug/pprof")
-	textOK        = []byte("ok\n")
-	errBodyTooBig = errors.New("engine: push body over -max-message")
-)
-
-// AdminServer returns the admin API server (DESIGN §5). It is a fasthttp
-// server so that pushes cost little; /metrics and pprof go through
-// adaptors.
-func (s *Server) AdminServer(cfg AdminConfig) *fasthttp.Server {
-	metrics := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
-	token := []byte(cfg.Token)
-	h := func(ctx *fasthttp.RequestCtx) {
-		path := ctx.Path()
-		switch {
-		case bytes.Equal(path, pathHealthz):
-			ctx.SetBody(textOK)
-			return
-		case bytes.Equal(path, pathReadyz):
-			if !s.Ready() {
-				ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
-				ctx.SetBodyString("not ready\n")
-				return
-			}
-			ctx.SetBody(textOK)
-			return
-		}
-		if len(token) > 0 {
-			auth := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
-			if !bytes.HasPrefix(auth, bearerPrefix) || subtle.ConstantTimeCompare(auth[len(bearerPrefix):], token) != 1 {
-				ctx.Error("unauthorized\n", fasthttp.StatusUnauthorized) // resets headers: set them after
-				ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="wsbridge"`)
-				return
-			}
-		}
-		switch {
-		case bytes.Equal(path, pathMetrics):
-			metrics(ctx)
-			return
-		case bytes.HasPrefix(path, pathPprof):
-			if cfg.Pprof {
-				pprofhandler.PprofHandler(ctx)
-			} else {
-				ctx.Error("pprof not enabled\n", fasthttp.StatusNotFound)
-			}
-			return
-		}
-		id := path[1:]
-		if !protocol.ValidClientID(id) {
-			ctx.Error("invalid ClientId\n", fasthttp.StatusBadRequest)
-			return
-		}
-		switch {
-		case ctx.IsPost():
-			s.adminPush(ctx, id)
-		case ctx.IsDelete():
-			s.adminKick(ctx, id)
-		case ctx.IsGet():
-			info, ok := s.Lookup(id)
-			if !ok {
-				ctx.Error("not found\n", fasthttp.StatusNotFound)
-				return
-			}
-			b, _ := json.Marshal(info)
-			ctx.SetContentType("application/json")
-			ctx.SetBody(append(b, '\n'))
-		default:
-			ctx.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
-			ctx.Response.Header.Set(fasthttp.HeaderAllow, "GET, POST, DELETE")
-		}
-	}
-	return &fasthttp.Server{
-		Handler: h,
-		Name:    "wsbridge",
-		// Read somewhat more than -max-message so that an oversized push
-		// gets a clean 413 from adminPush rather than a reset; far larger
-		// bodies are cut off by fasthttp itself.
-		MaxRequestBodySize: int(4*s.cfg.MaxMessage) + 4<<10,
-		ReadTimeout:        30 * time.Second,
-		IdleTimeout:        2 * time.Minute,
-		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
-			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-				s.metrics.pushes[pushTooBig].Inc()
-				ctx.Error("push body over -max-message\n", fasthttp.StatusRequestEntityTooLarge)
-				return
-			}
-			ctx.Error("bad request\n", fasthttp.StatusBadRequest)
-		},
-	}
-}
-
-func (s *Server) adminPush(ctx *fasthttp.RequestCtx, id []byte) {
-	body := ctx.PostBody()
-	if int64(len(body)) > s.cfg.MaxMessage {
-		s.metrics.pushes[pushTooBig].Inc()
-		ctx.Error(errBodyTooBig.Error()+"\n", fasthttp.StatusRequestEntityTooLarge)
-		return
-	}
-	binary := protocol.BinaryContentType(ctx.Request.Header.ContentType())
-	if !binary && !utf8.Valid(body) {
-		s.metrics.pushes[pushBadRequest].Inc()
-		ctx.Error("text push is not valid UTF-8 (send application/octet-stream for binary)\n", fasthttp.StatusBadRequest)
-		return
-	}
-	switch s.Push(id, body, binary) {
-	case fasthttp.StatusOK:
-		ctx.SetBody(textOK)
-	case fasthttp.StatusNotFound:
-		ctx.Error("not found\n", fasthttp.StatusNotFound)
-	default:
-		ctx.Error("slow consumer\n", fasthttp.StatusServiceUnavailable)
-	}
-}
-
-func (s *Server) adminKick(ctx *fasthttp.RequestCtx, id []byte) {
-	code := protocol.CloseKicked
-	args := ctx.QueryArgs()
-	if v := args.Peek("code"); len(v) > 0 {
-		n, err := strconv.Atoi(string(v))
-		if err != nil || !(n == 1000 || n >= 3000 && n <= 4999) {
-			ctx.Error("code must be 1000 or 3000-4999\n", fasthttp.StatusBadRequest)
-			return
-		}
-		code = ws.StatusCode(n)
-	}
-	reason := args.Peek("reason")
-	if len(reason) > protocol.MaxCloseReason || !utf8.Valid(reason) {
-		ctx.Error("reason must be valid UTF-8 of at most 123 bytes\n", fasthttp.StatusBadRequest)
-		return
-	}
-	if s.Kick(id, code, string(reason)) != fasthttp.StatusOK {
-		ctx.Error("not found\n", fasthttp.StatusNotFound)
-		return
-	}
-	ctx.SetBody(textOK)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/wsbridge/wsbridge/bench/bridgetest"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/engine"
+	"github.com/wsbridge/wsbridge/engine/adminapi"
 	"github.com/wsbridge/wsbridge/protocol"
 )
 
@@ -76,7 +77,7 @@ func startEngine(tb testing.TB, cfg engine.Config, backendURL string) *harness {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	admin := srv.AdminServer(engine.AdminConfig{})
+	admin := adminapi.New(srv, adminapi.Config{})
 	go func() { _ = admin.Serve(ln) }()
 	tb.Cleanup(func() {
 		_ = admin.Shutdown()

@@ -103,6 +103,36 @@ func NewMetrics() *Metrics {
 	return m
 }
 
+// WatchBackend registers the series that read c's state at each scrape:
+// whether the backend is up (circuit closed), the stuck calls and their
+// bound, and the idle sockets the backend was found to have closed.
+func (m *Metrics) WatchBackend(c *bridge.Client) {
+	up := func() float64 {
+		if c.Shedding() {
+			return 0
+		}
+		return 1
+	}
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "wsbridge_backend_up",
+			Help: "1 while the backend circuit is closed; 0 while it is open (upgrades get 503, the backend is probed until it answers).",
+		}, up),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "wsbridge_backend_stuck_calls",
+			Help: "Backend calls in flight for longer than -backend-stuck-after; up to -backend-stuck-conns of them hold a socket above -backend-max-conns.",
+		}, func() float64 { return float64(c.Stuck()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "wsbridge_backend_max_stuck",
+			Help: "The -backend-stuck-conns bound, to alert on wsbridge_backend_stuck_calls / wsbridge_backend_max_stuck.",
+		}, func() float64 { return float64(c.MaxStuck()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "wsbridge_backend_stale_conns_total",
+			Help: "Idle backend sockets found closed by the backend (restart, keep-alive timeout); the call went out on a new one.",
+		}, func() float64 { return float64(c.StaleConns()) }),
+	)
+}
+
 // MemoryTrimmed counts one trim (wsbridge_memory_trims_total).
 func (m *Metrics) MemoryTrimmed() { m.trims.Inc() }
 

@@ -107,7 +107,15 @@ func killGroup(cmd *exec.Cmd, done <-chan struct{}) {
 // to the environment, and waits until it answers.
 func startPHP(t *testing.T, port string, env ...string) string {
 	t.Helper()
-	router, err := filepath.Abs(filepath.Join("php", "router.php"))
+	return servePHP(t, filepath.Join("php", "router.php"), port, http.StatusOK, env...)
+}
+
+// servePHP runs `php -S 127.0.0.1:port router` with env added to the
+// environment, stops it (and the workers it forks) when the test ends, and
+// waits until GET / answers want. It returns the base URL.
+func servePHP(t *testing.T, router, port string, want int, env ...string) string {
+	t.Helper()
+	router, err := filepath.Abs(router)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,8 +147,8 @@ func startPHP(t *testing.T, port string, env ...string) string {
 			return err
 		}
 		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("GET /: got %d, want 200", resp.StatusCode)
+		if resp.StatusCode != want {
+			return fmt.Errorf("GET /: got %d, want %d", resp.StatusCode, want)
 		}
 		return nil
 	})

@@ -5,11 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,45 +19,8 @@ import (
 // port with env added, and waits until it answers.
 func startVerifier(t *testing.T, env ...string) string {
 	t.Helper()
-	router, err := filepath.Abs(filepath.Join("testdata", "verify_router.php"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := "127.0.0.1:" + freePorts(t, 1)[0]
-	cmd := exec.Command("php", "-S", addr, router)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	logs := &logBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		killGroup(cmd, done)
-		if t.Failed() {
-			t.Logf("php -S log:\n%s", logs)
-		}
-	})
-	base := "http://" + addr
-	waitFor(t, 15*time.Second, func() error {
-		select {
-		case <-done:
-			t.Fatalf("php -S exited at start:\n%s", logs)
-		default:
-		}
-		resp, err := http.Get(base + "/")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusUnauthorized {
-			return fmt.Errorf("unsigned GET /: got %d, want 401", resp.StatusCode)
-		}
-		return nil
-	})
-	return base
+	// An unsigned GET / is refused: the verifier is up.
+	return servePHP(t, filepath.Join("testdata", "verify_router.php"), freePorts(t, 1)[0], http.StatusUnauthorized, env...)
 }
 
 // signedCall is one backend call as the bridge would send it.

@@ -31,25 +31,30 @@ const (
 	HeaderCloseCode = "Wsbridge-Close-Code"
 )
 
-// BinaryContentType reports whether a message with Content-Type ct (a
-// POST's reply, an admin push) goes to the client as a binary message:
-// ct is application/octet-stream, case-insensitively, parameters and
-// surrounding space ignored. Anything else is text.
-func BinaryContentType(ct []byte) bool {
+var ctOctetStream = []byte("application/octet-stream")
+
+// IsBinaryContentType reports whether a message with Content-Type ct is
+// sent to the client as a binary message: ct is application/octet-stream,
+// in any case, parameters and surrounding white space ignored. Anything
+// else, a missing type included, is text. Backend replies and admin pushes
+// both follow it.
+func IsBinaryContentType(ct []byte) bool {
 	if i := bytes.IndexByte(ct, ';'); i >= 0 {
 		ct = ct[:i]
 	}
-	for len(ct) > 0 && isSpace(ct[0]) {
-		ct = ct[1:]
+	return bytes.EqualFold(trimSpace(ct), ctOctetStream)
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && isSpace(b[0]) {
+		b = b[1:]
 	}
-	for len(ct) > 0 && isSpace(ct[len(ct)-1]) {
-		ct = ct[:len(ct)-1]
+	for len(b) > 0 && isSpace(b[len(b)-1]) {
+		b = b[:len(b)-1]
 	}
-	return bytes.EqualFold(ct, octetStream)
+	return b
 }
 
 func isSpace(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v'
 }
-
-var octetStream = []byte("application/octet-stream")

@@ -219,7 +219,7 @@ func TestPush(t *testing.T) {
 }
 
 // TestPushBinaryRule: a push is binary by the rule a POST's reply follows
-// (protocol.BinaryContentType): application/octet-stream in any case,
+// (protocol.IsBinaryContentType): application/octet-stream in any case,
 // parameters ignored, and nothing that merely starts with it.
 func TestPushBinaryRule(t *testing.T) {
 	b := newBackend(t, backend.Options{})

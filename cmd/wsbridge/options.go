@@ -29,6 +29,12 @@ type options struct {
 	logLevel        string
 	logFormat       string
 	demo            bool
+
+	// backendStuckAfter and backendStuckConns: see bridge.Config StuckAfter
+	// and MaxStuck. backendStuckConns < 0 is worked out at start from the
+	// open-files limit (stuckConns).
+	backendStuckAfter time.Duration
+	backendStuckConns int
 }
 
 // byteSize is a flag value in bytes that also takes KiB/MiB/GiB (or k/m/g).
@@ -89,6 +95,13 @@ func parseOptions(args, env []string) (*options, error) {
 	// anyway, and a pipelined request would wait behind a slow neighbour.
 	fs.IntVar(&o.backendPipeline, "backend-pipeline", 1, "requests one backend connection may carry at once when all -backend-max-conns are busy (HTTP/1.1 pipelining; 1 = off). Saves CPU against a fast backend; see docs/tuning.md")
 	fs.DurationVar(&o.backendTimeout, "backend-timeout", 60*time.Second, "per backend request; also bounds how long a reconnect waits for the previous DELETE")
+	// 250ms: far above a healthy API call, and short enough that the
+	// messages queued behind a stall wait well under a second. A slow call
+	// is not cut short, it only moves to a socket of its own.
+	fs.DurationVar(&o.backendStuckAfter, "backend-stuck-after", 250*time.Millisecond, "a backend call in flight this long is stuck: it stops counting against -backend-max-conns, so others get a socket (see -backend-stuck-conns)")
+	// 4096 stuck calls (one slow endpoint hit by thousands of clients) cost
+	// 4096 file descriptors and some 100 MiB at most.
+	fs.IntVar(&o.backendStuckConns, "backend-stuck-conns", -1, "most stuck backend calls held on extra sockets above -backend-max-conns (0 = none: stuck calls hold -backend-max-conns; -1 = 4096, or less if the open-files limit is tight: what -max-conns leaves, else an eighth of what -backend-max-conns leaves)")
 	fs.IntVar(&e.MaxConns, "max-conns", 0, "WebSocket connections; above it upgrades get 503 and /readyz 503 (0 = no limit)")
 	e.MaxMessage = 1 << 20
 	fs.Var(byteSize{&e.MaxMessage}, "max-message", "largest message in `bytes` (KiB/MiB suffixes work); bigger closes with 1009")
@@ -191,6 +204,9 @@ func parseOptions(args, env []string) (*options, error) {
 	}
 	if o.backendPipeline < 1 || o.backendPipeline > 1024 {
 		errs = append(errs, errors.New("-backend-pipeline must be between 1 and 1024"))
+	}
+	if o.backendStuckAfter <= 0 {
+		errs = append(errs, errors.New("-backend-stuck-after must be positive"))
 	}
 	if o.backendTimeout <= 0 {
 		errs = append(errs, errors.New("-backend-timeout must be positive"))

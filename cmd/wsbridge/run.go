@@ -17,6 +17,7 @@ import (
 
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/engine"
+	"github.com/wsbridge/wsbridge/engine/adminapi"
 	"github.com/wsbridge/wsbridge/sysctl"
 )
 
@@ -57,7 +58,13 @@ func run(o *options) error {
 		defer func() { pprof.StopCPUProfile(); _ = f.Close() }()
 	}
 
-	checkHost(log, o.engine.MaxConns, o.backendMaxConns)
+	stuck := o.backendStuckConns
+	if stuck < 0 {
+		stuck = stuckConns(raiseNoFile(log), o.backendMaxConns, o.engine.MaxConns)
+	} else {
+		raiseNoFile(log)
+	}
+	checkHost(log, o.engine.MaxConns, o.backendMaxConns+stuck)
 
 	if o.demo {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -72,17 +79,20 @@ func run(o *options) error {
 
 	metrics := engine.NewMetrics()
 	backend, err := bridge.New(bridge.Config{
-		Backend:  o.backend,
-		MaxConns: o.backendMaxConns,
-		Pipeline: o.backendPipeline,
-		Timeout:  o.backendTimeout,
-		Observe:  metrics.ObserveBackend,
-		Logger:   log.Named("bridge"),
+		Backend:    o.backend,
+		MaxConns:   o.backendMaxConns,
+		StuckAfter: o.backendStuckAfter,
+		MaxStuck:   stuck,
+		Pipeline:   o.backendPipeline,
+		Timeout:    o.backendTimeout,
+		Observe:    metrics.ObserveBackend,
+		Logger:     log.Named("bridge"),
 	})
 	if err != nil {
 		return err
 	}
 	defer backend.Close()
+	metrics.WatchBackend(backend)
 
 	srv, err := engine.New(o.engine, backend, metrics, log.Named("engine"))
 	if err != nil {
@@ -102,7 +112,7 @@ func run(o *options) error {
 	if err != nil {
 		return fmt.Errorf("admin listener: %w", err)
 	}
-	admin := srv.AdminServer(engine.AdminConfig{Token: o.adminToken, Pprof: o.pprof})
+	admin := adminapi.New(srv, adminapi.Config{Token: o.adminToken, Pprof: o.pprof})
 	go func() {
 		if err := admin.Serve(adminLn); err != nil {
 			log.Error("admin listener stopped", zap.Error(err))
@@ -178,16 +188,39 @@ func loops(n int) int {
 	return runtime.NumCPU()
 }
 
-// checkHost raises the soft open-files limit to the hard one and warns,
-// once at start, when the host cannot carry -max-conns connections (see
-// sysctl/tune for the fixes).
-func checkHost(log *zap.Logger, maxConns, backendConns int) {
+// raiseNoFile raises the soft open-files limit to the hard one and
+// returns it (0 if unknown).
+func raiseNoFile(log *zap.Logger) uint64 {
 	soft, hard, err := sysctl.RaiseNoFile()
 	if err != nil {
 		log.Warn("could not raise the open-files limit", zap.Error(err))
-	} else {
-		log.Info("open-files limit", zap.Uint64("soft", soft), zap.Uint64("hard", hard))
+		return 0
 	}
+	log.Info("open-files limit", zap.Uint64("soft", soft), zap.Uint64("hard", hard))
+	return soft
+}
+
+// stuckConns is the default -backend-stuck-conns: 4096, or less when the
+// open-files limit is tight. The engine reserves a descriptor for each
+// (fdBudget), so they come out of the clients' share: with -max-conns set
+// the stuck calls get what the clients cannot use, without it an eighth of
+// what the backend's own sockets and the engine's reserve leave.
+func stuckConns(nofile uint64, backendConns, maxConns int) int {
+	const most = 4096
+	if nofile == 0 || nofile > 1<<31 {
+		return most
+	}
+	left := int(nofile) - 128 - backendConns
+	if maxConns > 0 {
+		return min(most, max(0, left-maxConns))
+	}
+	return min(most, max(0, left/8))
+}
+
+// checkHost warns, once at start, when the host cannot carry -max-conns
+// connections and backendConns backend sockets (see sysctl/tune for the
+// fixes).
+func checkHost(log *zap.Logger, maxConns, backendConns int) {
 	conns := maxConns
 	if conns > 0 {
 		conns += backendConns
