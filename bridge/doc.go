@@ -18,10 +18,10 @@
 //	Session.Finish  ──────────▶  next POST submitted; Reply built
 //	conn.Finished   ◀────────── Reply (status, body, binary); Call released
 //
-// Files: session.go (the seam), call.go (Call and its pool), client.go
-// (workers, queue, classification, request building), pipelined.go (HTTP/1.1
-// pipelining), breaker.go, probe.go and stale.go (the circuit breaker, its
-// probes, sockets the backend closed).
+// Files: session.go (the seam), request.go (where a backend call is built),
+// call.go (Call and its pool), client.go (workers, queue, classification),
+// pipelined.go (HTTP/1.1 pipelining), breaker.go, probe.go and stale.go
+// (the circuit breaker, its probes, sockets the backend closed).
 //
 // A Client holds a pool of worker goroutines, each with its own backend
 // socket, fed by a FIFO queue: at most MaxConns (-backend-max-conns) whose

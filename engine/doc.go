@@ -36,7 +36,8 @@
 //	reason.go     closeCode (the one switch from reason to close code) and the
 //	              refusal table (reason, HTTP status, body)
 //	loop.go       the per-loop mailbox and timing wheel
-//	registry.go   the ClientId registry; admin.go push, kick and info
+//	registry.go   the ClientId registry; admin.go push, kick and info (the
+//	              admin HTTP API is engine/adminapi)
 //
 // One message's path (engine/ never builds a backend request: it hands
 // bridge.Session plain values and gets a bridge.Reply back):
