@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +14,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
+
+	"github.com/wsbridge/wsbridge/protocol"
 )
 
 // Outcome classifies a finished backend call; the values are the
@@ -106,7 +107,6 @@ type Client struct {
 	connGen    atomic.Uint64 // bumped to drop every socket dialed before (dropConns)
 	staleConns atomic.Int64  // sockets found closed by the backend
 	noPipeline atomic.Bool   // the backend closed a connection with requests behind its first answer
-	drained    chan struct{}
 }
 
 // worker is one worker goroutine's state.
@@ -167,7 +167,6 @@ func New(cfg Config) (*Client, error) {
 		base:    []byte(u.Scheme + "://" + u.Host + path),
 		breaker: newBreaker(cfg.Breaker),
 		log:     cfg.Logger,
-		drained: make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 	}
 	if c.log == nil {
@@ -463,12 +462,7 @@ func (c *Client) finish(call *Call, start time.Time, err error) {
 
 func (c *Client) complete(call *Call) {
 	call.Owner.Complete(call)
-	if c.pending.Add(-1) == 0 {
-		select {
-		case c.drained <- struct{}{}:
-		default:
-		}
-	}
+	c.pending.Add(-1)
 }
 
 func (c *Client) observe(call *Call, d time.Duration) {
@@ -527,14 +521,10 @@ func backendDown(call *Call) bool {
 	return false
 }
 
-// IsBinary reports whether a POST reply is to be sent as a binary message:
-// its Content-Type is application/octet-stream (parameters ignored).
+// IsBinary reports whether a POST reply is to be sent as a binary message
+// (protocol.IsBinaryContentType, the rule pushes follow too).
 func IsBinary(resp *fasthttp.Response) bool {
-	ct := resp.Header.ContentType()
-	if i := bytes.IndexByte(ct, ';'); i >= 0 {
-		ct = ct[:i]
-	}
-	return bytes.EqualFold(trimSpace(ct), ctOctetStream)
+	return protocol.IsBinaryContentType(resp.Header.ContentType())
 }
 
 func trimSpace(b []byte) []byte {
@@ -551,10 +541,6 @@ func isSpace(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v'
 }
 
-// Drained returns a channel that receives when the number of pending calls
-// drops to zero. Check Pending after receiving: a new call may have come.
-func (c *Client) Drained() <-chan struct{} { return c.drained }
-
 // Close stops the workers once the queue is empty. Calls submitted after
 // Close are not run.
 func (c *Client) Close() {
@@ -565,77 +551,6 @@ func (c *Client) Close() {
 	c.closed = true
 	c.cond.Broadcast()
 	c.mu.Unlock()
-}
-
-// Header names sent to the backend, in canonical form.
-var (
-	hdrConnID    = []byte("Wsbridge-Connection-Id")
-	hdrReplaces  = []byte("Wsbridge-Replaces")
-	hdrCloseCode = []byte("Wsbridge-Close-Code")
-	hdrXFF       = []byte("X-Forwarded-For")
-	hdrCTText    = []byte("text/plain; charset=utf-8")
-	hdrCTBinary  = ctOctetStream
-	methodGET    = []byte(fasthttp.MethodGet)
-	methodPOST   = []byte(fasthttp.MethodPost)
-	methodDELETE = []byte(fasthttp.MethodDelete)
-)
-
-// Ids are what every call about one connection carries: the ClientId, the
-// connection id and the X-Forwarded-For value.
-type Ids struct {
-	ClientID []byte
-	ConnID   []byte
-	XFF      []byte
-}
-
-func (c *Client) prepare(call *Call, m Method, method []byte, ids Ids, query []byte) {
-	call.Method = m
-	u := append(call.scratch[:0], c.base...)
-	u = append(u, ids.ClientID...)
-	if query != nil {
-		u = append(u, '?')
-		u = append(u, query...)
-	}
-	call.Req.SetRequestURIBytes(u)
-	call.scratch = u
-	call.Req.Header.SetMethodBytes(method)
-	call.Req.Header.SetCanonical(hdrConnID, ids.ConnID)
-	if len(ids.XFF) > 0 {
-		call.Req.Header.SetCanonical(hdrXFF, ids.XFF)
-	}
-}
-
-// PrepareGET fills call as the upgrade's GET. query is the raw query
-// string or nil; replaces is the connection id of the open connection this
-// one would replace, or nil. The engine adds the forwarded client headers
-// with call.Req.Header.AddBytesKV.
-func (c *Client) PrepareGET(call *Call, ids Ids, query, replaces []byte) {
-	c.prepare(call, GET, methodGET, ids, query)
-	if len(replaces) > 0 {
-		call.Req.Header.SetCanonical(hdrReplaces, replaces)
-	}
-}
-
-// PreparePOST fills call as a message's POST; the engine appends the
-// message to call.Req's body as it arrives.
-func (c *Client) PreparePOST(call *Call, ids Ids, binary bool) {
-	c.prepare(call, POST, methodPOST, ids, nil)
-	if binary {
-		call.Req.Header.SetContentTypeBytes(hdrCTBinary)
-	} else {
-		call.Req.Header.SetContentTypeBytes(hdrCTText)
-	}
-}
-
-// PrepareDELETE fills call as the connection's DELETE with the close code
-// and reason of the close that ended it.
-func (c *Client) PrepareDELETE(call *Call, ids Ids, code int, reason string) {
-	c.prepare(call, DELETE, methodDELETE, ids, nil)
-	n := len(call.scratch)
-	call.scratch = strconv.AppendInt(call.scratch, int64(code), 10)
-	call.Req.Header.SetCanonical(hdrCloseCode, call.scratch[n:])
-	call.Req.Header.SetContentTypeBytes(hdrCTText)
-	call.Req.SetBodyString(reason)
 }
 
 // MaxConns returns the bound on backend sockets: MaxConns plus MaxStuck.

@@ -1,15 +1,13 @@
 package engine
 
 import (
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/valyala/fasthttp"
-
-	"github.com/wsbridge/wsbridge/protocol"
 )
 
 type adminKind uint8
@@ -26,16 +24,16 @@ const (
 // waiting (adminWait), which answers 503 and never hands the request back
 // to the pool, since the loop's mailbox still holds it.
 type adminReq struct {
-	claim  atomic.Uint32 // reqWaiting, then reqRun or reqGivenUp
-	kind   adminKind
-	frame  []byte // push: the whole encoded frame
-	n      int    // push: payload bytes
-	code   ws.StatusCode
-	reason string
-	info   Info
-	status int
-	done   chan struct{}
-	timer  *time.Timer
+	claim   atomic.Uint32 // reqWaiting, then reqRun or reqGivenUp
+	kind    adminKind
+	payload []byte // push: the message, copied
+	binary  bool   // push: a binary message, not text
+	code    ws.StatusCode
+	reason  string
+	info    Info
+	status  int
+	done    chan struct{}
+	timer   *time.Timer
 }
 
 // adminReq.claim values.
@@ -76,7 +74,7 @@ var adminWait = 5 * time.Second
 func (s *Server) call(id []byte, req *adminReq) (lost bool) {
 	c := s.reg.lookup(id)
 	if c == nil {
-		req.status = fasthttp.StatusNotFound
+		req.status = http.StatusNotFound
 		return false
 	}
 	req.claim.Store(reqWaiting)
@@ -91,7 +89,7 @@ func (s *Server) call(id []byte, req *adminReq) (lost bool) {
 			<-req.done // the loop is running it now and does not block
 			return false
 		}
-		req.status = fasthttp.StatusServiceUnavailable
+		req.status = http.StatusServiceUnavailable
 		return true
 	}
 }
@@ -103,25 +101,23 @@ func (c *conn) onAdmin(req *adminReq) {
 	}
 	defer func() { req.done <- struct{}{} }()
 	if c.phase != phOpen || c.gc == nil {
-		req.status = fasthttp.StatusNotFound
+		req.status = http.StatusNotFound
 		return
 	}
 	s := c.l.srv
 	switch req.kind {
 	case adminPush:
-		if c.gc.OutboundBuffered()+len(req.frame) > s.cfg.MaxOutbound {
-			c.closeWith(crSlowConsumer, 0, "slow consumer")
-			req.status = fasthttp.StatusServiceUnavailable
-			return
+		op := ws.OpText
+		if req.binary {
+			op = ws.OpBinary
 		}
-		c.msgsOut++
-		c.bytesOut += uint64(req.n)
-		s.metrics.messagesOut.Inc()
-		c.write(req.frame)
-		req.status = fasthttp.StatusOK
+		req.status = http.StatusOK
+		if !c.send(outPush, op, req.payload) {
+			req.status = http.StatusServiceUnavailable // slow consumer: closed with 1013
+		}
 	case adminKick:
 		c.closeWith(crKicked, req.code, req.reason)
-		req.status = fasthttp.StatusOK
+		req.status = http.StatusOK
 	case adminInfo:
 		remote := c.remoteAddr()
 		if len(s.cfg.TrustedProxies) > 0 {
@@ -135,7 +131,7 @@ func (c *conn) onAdmin(req *adminReq) {
 		}
 		req.info = Info{
 			ID:           c.clientID(),
-			ConnectionID: string(s.appendConnID(nil, c.id)),
+			ConnectionID: string(s.appendConnID(nil, c.sess.ID())),
 			RemoteAddr:   remote,
 			ConnectedAt:  time.Unix(int64(c.openedAt), 0).UTC().Format(time.RFC3339),
 			MessagesIn:   uint64(c.msgsIn),
@@ -144,7 +140,7 @@ func (c *conn) onAdmin(req *adminReq) {
 			BytesOut:     c.bytesOut,
 			LastSeen:     s.start.Add(time.Duration(c.l.now-c.l.since(c.lastRead)) * s.cfg.Tick).UTC().Format(time.RFC3339),
 		}
-		req.status = fasthttp.StatusOK
+		req.status = http.StatusOK
 	}
 }
 
@@ -154,25 +150,21 @@ func (c *conn) onAdmin(req *adminReq) {
 func (s *Server) Push(id, payload []byte, binary bool) int {
 	req := adminPool.Get().(*adminReq)
 	req.kind = adminPush
-	op := ws.OpText
-	if binary {
-		op = ws.OpBinary
-	}
-	req.frame = protocol.AppendFrame(req.frame[:0], op, payload)
-	req.n = len(payload)
+	req.payload = append(req.payload[:0], payload...)
+	req.binary = binary
 	lost := s.call(id, req)
 	status := req.status
 	switch status {
-	case fasthttp.StatusOK:
+	case http.StatusOK:
 		s.metrics.pushes[pushOK].Inc()
-	case fasthttp.StatusNotFound:
+	case http.StatusNotFound:
 		s.metrics.pushes[pushUnknown].Inc()
 	default:
 		s.metrics.pushes[pushSlowConsumer].Inc()
 	}
 	if !lost {
-		if cap(req.frame) > 64<<10 {
-			req.frame = nil
+		if cap(req.payload) > 64<<10 {
+			req.payload = nil
 		}
 		adminPool.Put(req)
 	}
@@ -199,7 +191,7 @@ func (s *Server) Lookup(id []byte) (info Info, ok bool) {
 	req := adminPool.Get().(*adminReq)
 	req.kind = adminInfo
 	lost := s.call(id, req)
-	info, ok = req.info, req.status == fasthttp.StatusOK
+	info, ok = req.info, req.status == http.StatusOK
 	if !lost {
 		req.info = Info{}
 		adminPool.Put(req)

@@ -23,6 +23,31 @@
 // bound, heartbeat, close wait, drain) live in a per-loop timing wheel whose
 // cost per tick is the number of connections due, not the number held.
 //
+// Where things are, by file:
+//
+//	handler.go    gnet's events (OnOpen, OnTraffic, OnClose)
+//	conn.go       the connection's state, setPhase (the one place its phase
+//	              changes), the timer, Finished (the one callback from bridge)
+//	handshake.go  the handshake phases: the upgrade read (protocol.ParseRequest),
+//	              admission, the held and authorising GET, refusals, the 101
+//	open.go       the open phase: frames decoded (protocol.Decoder), backpressure,
+//	              send (the one send path: replies, pushes, pongs), heartbeat
+//	close.go      closing: closeWith, the close frame, end and the DELETE, OnClose
+//	reason.go     closeCode (the one switch from reason to close code) and the
+//	              refusal table (reason, HTTP status, body)
+//	loop.go       the per-loop mailbox and timing wheel
+//	registry.go   the ClientId registry; admin.go push, kick and info (the
+//	              admin HTTP API is engine/adminapi)
+//
+// One message's path (engine/ never builds a backend request: it hands
+// bridge.Session plain values and gets a bridge.Reply back):
+//
+//	OnTraffic ─▶ readFrames ─▶ Decoder.Next ─▶ Session.Message ─▶ Client.Submit
+//	                                                                  │ worker: POST
+//	send ◀─ onPOST ◀─ Finished(Reply) ◀─ Session.Finish ◀─ loop.post ◀─ conn.Complete
+//	 │
+//	 ╰─▶ Writev to the client (-max-outbound checked: 1013 when over)
+//
 // Locking: a connection's fields belong to its loop. The ClientId registry
 // (registry.go) is the only state shared between loops; its shard locks are
 // never held across I/O and are taken before a loop's mailbox lock, never

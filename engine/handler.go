@@ -18,8 +18,10 @@ func (h *handler) OnBoot(eng gnet.Engine) gnet.Action {
 	return gnet.None
 }
 
-var fdLimitResponse = protocol.AppendResponse(nil, 503, nil,
-	[]protocol.Header{{Name: hdrRetryAfter, Value: []byte("5")}}, []byte("server full, retry shortly\n"))
+// fdLimitResponse is refFDLimit, written before the request is read: with
+// a fixed Retry-After, built once.
+var fdLimitResponse = protocol.AppendResponse(nil, refFDLimit.status, nil,
+	[]protocol.Header{{Name: hdrRetryAfter, Value: []byte("5")}}, []byte(refFDLimit.body))
 
 func (h *handler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	s := h.s
@@ -29,8 +31,8 @@ func (h *handler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	c.dec.MaxMessage = s.cfg.MaxMessage
 	gc.SetContext(c)
 	if s.cfg.FDBudget > 0 && n > int64(s.cfg.FDBudget) {
-		s.metrics.refused[rrFDLimit].Inc()
-		c.phase = phClosing
+		s.metrics.refused[refFDLimit.why].Inc()
+		c.setPhase(phClosing)
 		return fdLimitResponse, gnet.Close
 	}
 	l.wheel.schedule(c, l.now+s.handshakeTicks)

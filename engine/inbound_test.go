@@ -96,7 +96,7 @@ func TestHandshakeCopiesBeforeDiscard(t *testing.T) {
 	if got := c.clientID(); got != id {
 		t.Errorf("ClientId: got %q, want %q", got, id)
 	}
-	if c.phase != phHeld || c.side == nil || c.side.get == nil {
+	if c.phase != phHeld || c.side == nil || !c.side.get.Holding() {
 		// Not held behind the dummy: its ClientId was not this request's.
 		t.Fatalf("after the handshake: got phase %d, want %d (held) with a prepared GET", c.phase, phHeld)
 	}
@@ -109,11 +109,10 @@ func TestHandshakeCopiesBeforeDiscard(t *testing.T) {
 	if c.side.offered != "chat" {
 		t.Errorf("offered protocol: got %q, want %q", c.side.offered, "chat")
 	}
-	get := &c.side.get.Req
-	if got, want := string(get.RequestURI()), "http://127.0.0.1:9/"+id+"?token=abc"; got != want {
-		t.Errorf("GET target: got %q, want %q", got, want)
+	head := c.side.get.String()
+	if got, want := head[:strings.Index(head, "\r\n")], "GET http://127.0.0.1:9/"+id+"?token=abc HTTP/1.1"; got != want {
+		t.Errorf("GET request line: got %q, want %q", got, want)
 	}
-	head := get.Header.String()
 	for _, want := range []string{
 		"Cookie: session=alice\r\n", "Authorization: Bearer alice\r\n",
 		"Origin: https://alice.example\r\n", "Sec-Websocket-Protocol: chat\r\n",
@@ -125,7 +124,7 @@ func TestHandshakeCopiesBeforeDiscard(t *testing.T) {
 	if strings.Contains(head, "ZZ") {
 		t.Errorf("GET head carries bytes written after Discard:\n%s", head)
 	}
-	bridge.ReleaseCall(c.side.get)
+	c.side.get.Drop()
 }
 
 // quietLoop is a gnet.EventLoop that drops what is posted to it.
@@ -161,7 +160,8 @@ func (f *failingConn) Write(p []byte) (int, error) {
 func TestCloseDuringDecode(t *testing.T) {
 	s, l := newTestServer(t, Config{})
 	l.el = quietLoop{}
-	c := &conn{l: l, id: 1, names: "dup127.0.0.1", idLen: 3, phase: phOpen, flags: fAccepted}
+	c := &conn{l: l, phase: phOpen, flags: fAccepted}
+	c.sess.Begin(1, []byte("dup"), []byte("127.0.0.1"), nil)
 	c.dec.MaxMessage = s.cfg.MaxMessage
 	s.reg.arrive(c)
 	s.reg.accepted(c)

@@ -37,6 +37,7 @@ type task struct {
 type loop struct {
 	srv *Server
 	el  gnet.EventLoop
+	bl  *bridge.Loop // the loop's handle on the bridge: every Session call takes it
 
 	mu    sync.Mutex
 	tasks []task
@@ -50,12 +51,13 @@ type loop struct {
 	open    connList // open connections, for drain
 	req     protocol.Request
 	wbuf    []byte // frames and responses being written; valid until the next write
-	idbuf   []byte // connection id being formatted
+	idbuf   []byte // X-Forwarded-For being formatted
 	iov     [2][]byte
 }
 
 func newLoop(s *Server, el gnet.EventLoop) *loop {
-	return &loop{srv: s, el: el, now: s.tick(), wbuf: make([]byte, 0, 512), idbuf: make([]byte, 0, 40)}
+	return &loop{srv: s, el: el, bl: bridge.NewLoop(s.backend, s.idPrefix, &s.queued), now: s.tick(),
+		wbuf: make([]byte, 0, 512), idbuf: make([]byte, 0, 40)}
 }
 
 // post queues t for the loop and wakes it if it is not already going to
@@ -96,7 +98,7 @@ func (l *loop) run(t *task) {
 	c := t.c
 	switch t.kind {
 	case taskCall:
-		c.onCall(t.call)
+		c.sess.Finish(l.bl, t.call, c)
 	case taskGrant:
 		c.onGrant(t.replaces)
 	case taskReplace:

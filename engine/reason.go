@@ -1,6 +1,10 @@
 package engine
 
-import "github.com/gobwas/ws"
+import (
+	"github.com/gobwas/ws"
+
+	"github.com/wsbridge/wsbridge/protocol"
+)
 
 // closeReason is why a connection ended. Every reason maps to one RFC 6455
 // close code in closeCode and to one label of
@@ -52,25 +56,16 @@ func (r closeReason) String() string {
 	return "internal"
 }
 
-// Close codes wsbridge sends besides RFC 6455's own (DESIGN §6).
-const (
-	CodeReplaced  ws.StatusCode = 4000 // replaced by a newer connection with the same ClientId: do not reconnect
-	CodeKicked    ws.StatusCode = 4001 // disconnected by the backend: do not reconnect
-	CodeHeartbeat ws.StatusCode = 4002 // heartbeat timeout: reconnect
-	CodeRestart   ws.StatusCode = 1012 // service restart or drain: reconnect after the suggested delay
-	CodeTryAgain  ws.StatusCode = 1013 // slow consumer or overload: try again later
-	CodeGone      ws.StatusCode = 1006 // reported to the backend only: no close frame
-)
-
 // closeCode maps a bridge-side close reason to the code sent to the client
-// and reported in Wsbridge-Close-Code. For crClientClose the client's own
+// and reported in Wsbridge-Close-Code (the codes are protocol's, defined
+// once for the engine, the client library and the tests). For crClientClose the client's own
 // code is used instead.
 func closeCode(r closeReason) ws.StatusCode {
 	switch r {
 	case crClientClose:
 		return ws.StatusNormalClosure
 	case crClientGone:
-		return CodeGone
+		return protocol.CloseGone
 	case crProtocol:
 		return ws.StatusProtocolError
 	case crInvalidUTF8:
@@ -78,15 +73,15 @@ func closeCode(r closeReason) ws.StatusCode {
 	case crTooBig:
 		return ws.StatusMessageTooBig
 	case crSlowConsumer, crOverload:
-		return CodeTryAgain
+		return protocol.CloseTryAgain
 	case crReplaced:
-		return CodeReplaced
+		return protocol.CloseReplaced
 	case crKicked:
-		return CodeKicked
+		return protocol.CloseKicked
 	case crHeartbeat:
-		return CodeHeartbeat
+		return protocol.CloseHeartbeat
 	case crDrain:
-		return CodeRestart
+		return protocol.CloseRestart
 	}
 	return ws.StatusInternalServerError
 }
@@ -166,4 +161,47 @@ func (r refuseReason) String() string {
 		return "proxy_header"
 	}
 	return "fd_limit"
+}
+
+// refusal is one way an upgrade is answered without 101: the reason (the
+// metric label), the HTTP status and the body. 503 and 429 carry
+// Retry-After. Every refusal the engine writes is in this table, but a
+// backend's own refusal (its status and body relayed, refusalBackend) and
+// a malformed request or PROXY header (protocol's answer, refuseMalformed).
+type refusal struct {
+	why    refuseReason
+	status int
+	body   string
+}
+
+var (
+	refOrigin           = refusal{rrOrigin, 403, "origin not allowed\n"}
+	refDraining         = refusal{rrDraining, 503, "shutting down, retry shortly\n"}
+	refMaxConns         = refusal{rrMaxConns, 503, "too many connections\n"}
+	refAcceptRate       = refusal{rrAdmission, 503, "too many new connections, retry shortly\n"}
+	refMaxPending       = refusal{rrAdmission, 503, "too many upgrades waiting for the backend, retry shortly\n"}
+	refCircuitOpen      = refusal{rrCircuitOpen, 503, "backend unavailable, retry shortly\n"}
+	refPerIPConns       = refusal{rrPerIP, 429, "too many connections from this address, retry later\n"}
+	refPerIPPending     = refusal{rrPerIP, 429, "too many upgrades from this address waiting for the backend, retry shortly\n"}
+	refClientIDBusy     = refusal{rrClientIDBusy, 429, "too many upgrades waiting for this client id, retry shortly\n"}
+	refHoldTimeout      = refusal{rrHoldTimeout, 503, "previous connection still closing, retry shortly\n"}
+	refHandshakeTimeout = refusal{rrHandshakeTimeout, 408, "request not received in time\n"}
+	refBackendTimeout   = refusal{rrBackendTimeout, 504, "backend timeout\n"}
+	refBackendError     = refusal{rrBackendError, 502, "backend error\n"}
+	refFDLimit          = refusal{rrFDLimit, 503, "server full, retry shortly\n"} // written before the request is read, with a fixed Retry-After (handler.go)
+	// refusalBackend is the backend's own refusal: its status (a 2xx with
+	// a body other than ok becomes 403) and body are relayed.
+	refusalBackend = refusal{rrBackendRefused, 403, ""}
+)
+
+// refuseReasonForStatus is the reason of protocol's answer to a malformed
+// request, by its status.
+func refuseReasonForStatus(status int) refuseReason {
+	switch status {
+	case 426:
+		return rrNotWebSocket
+	case 431:
+		return rrTooLarge
+	}
+	return rrBadRequest
 }

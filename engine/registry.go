@@ -81,7 +81,7 @@ func (r *registry) arrive(c *conn) (granted bool, replaces uint64, full bool) {
 		return true, 0, false
 	case s.ownerOpen && !s.ownerEnding && s.challenger == nil:
 		s.challenger = c
-		return true, s.owner.id, false
+		return true, s.owner.sess.ID(), false
 	}
 	if s.waiters == nil {
 		s.waiters = new([]*conn)
@@ -223,7 +223,7 @@ func (r *registry) grantChallenger(s *slot) {
 	if s.owner != nil && s.ownerOpen && !s.ownerEnding && s.challenger == nil && s.waiters != nil {
 		w := s.popWaiter()
 		s.challenger = w
-		w.l.post(task{kind: taskGrant, c: w, replaces: s.owner.id})
+		w.l.post(task{kind: taskGrant, c: w, replaces: s.owner.sess.ID()})
 	}
 }
 

@@ -9,7 +9,9 @@ import (
 func fakeLoop() *loop { return &loop{woken: true} }
 
 func newTestConn(l *loop, id uint64, clientID string) *conn {
-	return &conn{l: l, id: id, names: clientID, idLen: uint8(len(clientID))}
+	c := &conn{l: l}
+	c.sess.Begin(id, []byte(clientID), nil, nil)
+	return c
 }
 
 // takeTasks empties the loop's mailbox.
@@ -54,7 +56,7 @@ func TestRegistrySequentialReconnect(t *testing.T) {
 	r.deleted(a)
 	ts := requireTasks(t, l, taskGrant)
 	if ts[0].c != b || ts[0].replaces != 0 {
-		t.Fatalf("grant: got conn %d replaces %d, want conn 2 replaces 0", ts[0].c.id, ts[0].replaces)
+		t.Fatalf("grant: got conn %d replaces %d, want conn 2 replaces 0", ts[0].c.sess.ID(), ts[0].replaces)
 	}
 	if r.accepted(b) != roleOwner {
 		t.Fatal("b must own the id")
@@ -214,7 +216,7 @@ func TestRegistryWaitersBounded(t *testing.T) {
 	r.refused(owner)
 	ts := requireTasks(t, l, taskGrant)
 	if ts[0].c != waiters[1] {
-		t.Fatalf("grant: got conn %d, want %d", ts[0].c.id, waiters[1].id)
+		t.Fatalf("grant: got conn %d, want %d", ts[0].c.sess.ID(), waiters[1].sess.ID())
 	}
 }
 

@@ -318,9 +318,7 @@ func (s *Server) nextID() uint64 { return s.idSeq.Add(1) }
 
 // appendConnID appends the Wsbridge-Connection-Id of sequence number id.
 func (s *Server) appendConnID(dst []byte, id uint64) []byte {
-	dst = append(dst, s.idPrefix...)
-	dst = append(dst, '-')
-	return strconv.AppendUint(dst, id, 16)
+	return bridge.AppendConnID(dst, s.idPrefix, id)
 }
 
 func (s *Server) originAllowed(origin []byte) bool {

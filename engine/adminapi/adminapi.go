@@ -145,7 +145,7 @@ func push(s *engine.Server, m *engine.Metrics, maxMessage int64, ctx *fasthttp.R
 }
 
 func kick(s *engine.Server, ctx *fasthttp.RequestCtx, id []byte) {
-	code := engine.CodeKicked
+	code := protocol.CloseKicked
 	args := ctx.QueryArgs()
 	if v := args.Peek("code"); len(v) > 0 {
 		n, err := strconv.Atoi(string(v))
