@@ -41,7 +41,7 @@ bench: ## hot-path benchmarks with allocations (BENCHTIME=1s)
 .PHONY: benchcmp
 benchcmp: ## compare benchmarks of the work tree against main with benchstat
 	@command -v benchstat >/dev/null || $(GO) install golang.org/x/perf/cmd/benchstat@v0.0.0-20250813145418-2f7363a06fe1
-	@tmp=$$(mktemp -d); git worktree add -q $$tmp main && \
+	@tmp=$$(mktemp -d); git worktree add -q --detach $$tmp main && \
 	  (cd $$tmp && $(GO) test -run '^$$' -bench . -benchmem -count 6 $(BENCHPKGS) > $$tmp/old.txt) && \
 	  $(GO) test -run '^$$' -bench . -benchmem -count 6 $(BENCHPKGS) > $$tmp/new.txt && \
 	  benchstat $$tmp/old.txt $$tmp/new.txt; git worktree remove --force $$tmp

@@ -26,7 +26,7 @@ func TestPrometheusRules(t *testing.T) {
 	}
 }
 
-// wsbridgeMetrics are the series wsbridge exports (DESIGN §6), with the
+// wsbridgeMetrics are the series wsbridge exports (the README's metrics table), with the
 // histogram's own series.
 var wsbridgeMetrics = map[string]bool{
 	"wsbridge_connections":                             true,

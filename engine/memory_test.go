@@ -13,7 +13,7 @@ import (
 )
 
 // maxIdleConnBytes bounds the bridge's live heap per idle open connection.
-// DESIGN §7.1 allows 1 KiB of heap and stack; gnet's share is about 390 B (its
+// The goal allows 1 KiB of heap and stack per idle connection; gnet's share is about 390 B (its
 // connection, the peer's address twice, its connection map) and ours about
 // 300 B (conn, the ClientId registry's slot and map entry, ClientId and
 // X-Forwarded-For), so this bound catches growth well before the invariant

@@ -9,7 +9,7 @@ import (
 	"github.com/wsbridge/wsbridge/bridge"
 )
 
-// Metrics are wsbridge's Prometheus series (DESIGN §6). Labelled series
+// Metrics are wsbridge's Prometheus series (the README's metrics table). Labelled series
 // are resolved once at construction, so the hot path only adds to atomics.
 type Metrics struct {
 	Registry *prometheus.Registry

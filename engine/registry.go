@@ -6,7 +6,7 @@ import (
 )
 
 // registry maps each ClientId to its slot and serialises the ClientId's
-// lifecycles at the backend (DESIGN §4): GET, POST…, DELETE, then the next
+// lifecycles at the backend (docs/protocol.md, "Lifecycles"): GET, POST…, DELETE, then the next
 // connection's GET. The one overlap allowed is a challenger: a newcomer
 // whose GET (with Wsbridge-Replaces) is sent while the owner is still open.
 //

@@ -37,7 +37,7 @@ func requireTasks(t *testing.T, l *loop, want ...taskKind) []task {
 	return ts
 }
 
-// The DESIGN §4 sequences, one per test, driven through the registry.
+// The lifecycle sequences of docs/protocol.md, one per test, driven through the registry.
 
 func TestRegistrySequentialReconnect(t *testing.T) {
 	r, l := newRegistry(), fakeLoop()

@@ -26,7 +26,7 @@ import (
 	"github.com/wsbridge/wsbridge/protocol"
 )
 
-// Config is the engine's part of the command line (DESIGN §3).
+// Config is the engine's part of the command line (the README's flag table).
 type Config struct {
 	Listen           string        // WebSocket listener, host:port
 	ReusePort        bool          // SO_REUSEPORT: one listener per loop, shared with other processes

@@ -32,7 +32,7 @@ const (
 )
 
 // Size limits of an Entry's fields. The connection id and the ClientId are
-// short by construction (DESIGN §4: ClientId ≤ 128); X-Forwarded-For may
+// short by construction (a ClientId is at most 128 bytes); X-Forwarded-For may
 // carry a trusted proxy's chain.
 const (
 	MaxConnID   = 255

@@ -1,5 +1,5 @@
 // Package adminapi is wsbridge's admin HTTP API (docs/protocol.md, "The
-// admin API"; DESIGN §5): push, kick and info per ClientId, /metrics,
+// admin API"): push, kick and info per ClientId, /metrics,
 // /healthz, /readyz and, with -pprof, /debug/pprof/, behind an optional
 // bearer token that /healthz and /readyz do not need.
 //
