@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"github.com/wsbridge/wsbridge/protocol"
 	"go.uber.org/zap"
 )
 
@@ -28,7 +29,7 @@ const probeTimeout = 2 * time.Second
 
 var (
 	methodOPTIONS = []byte(fasthttp.MethodOptions)
-	hdrProbe      = []byte("Wsbridge-Probe")
+	hdrProbe      = []byte(protocol.HeaderProbe)
 	valueOne      = []byte("1")
 )
 

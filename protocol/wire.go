@@ -29,6 +29,9 @@ const (
 	// HeaderCloseCode is on a DELETE: the code of the close that ended
 	// the connection.
 	HeaderCloseCode = "Wsbridge-Close-Code"
+	// HeaderProbe is on the OPTIONS request with which the bridge probes a
+	// backend while its circuit is open.
+	HeaderProbe = "Wsbridge-Probe"
 )
 
 var ctOctetStream = []byte("application/octet-stream")

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"github.com/wsbridge/wsbridge/protocol"
 )
 
 // Call is one recorded backend call.
@@ -122,9 +123,9 @@ func (b *Backend) Close() error {
 }
 
 var (
-	hdrConnID    = []byte("Wsbridge-Connection-Id")
-	hdrCloseCode = []byte("Wsbridge-Close-Code")
-	hdrReplaces  = []byte("Wsbridge-Replaces")
+	hdrConnID    = []byte(protocol.HeaderConnectionID)
+	hdrCloseCode = []byte(protocol.HeaderCloseCode)
+	hdrReplaces  = []byte(protocol.HeaderReplaces)
 )
 
 func (b *Backend) handle(ctx *fasthttp.RequestCtx) {
