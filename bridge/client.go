@@ -495,7 +495,7 @@ func (c *Client) classify(call *Call) Outcome {
 	body := call.Resp.Body()
 	switch call.Method {
 	case GET:
-		if !bytes.Equal(trimSpace(body), bodyOK) {
+		if !bytes.Equal(protocol.TrimASCIISpace(body), bodyOK) {
 			return OutcomeRefused
 		}
 	case POST:
@@ -525,20 +525,6 @@ func backendDown(call *Call) bool {
 // (protocol.IsBinaryContentType, the rule pushes follow too).
 func IsBinary(resp *fasthttp.Response) bool {
 	return protocol.IsBinaryContentType(resp.Header.ContentType())
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && isSpace(b[0]) {
-		b = b[1:]
-	}
-	for len(b) > 0 && isSpace(b[len(b)-1]) {
-		b = b[:len(b)-1]
-	}
-	return b
-}
-
-func isSpace(c byte) bool {
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v'
 }
 
 // Close stops the workers once the queue is empty. Calls submitted after

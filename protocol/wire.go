@@ -45,10 +45,12 @@ func IsBinaryContentType(ct []byte) bool {
 	if i := bytes.IndexByte(ct, ';'); i >= 0 {
 		ct = ct[:i]
 	}
-	return bytes.EqualFold(trimSpace(ct), ctOctetStream)
+	return bytes.EqualFold(TrimASCIISpace(ct), ctOctetStream)
 }
 
-func trimSpace(b []byte) []byte {
+// TrimASCIISpace returns b without leading and trailing ASCII white space
+// (space, tab, CR, LF, FF, VT); it never allocates.
+func TrimASCIISpace(b []byte) []byte {
 	for len(b) > 0 && isSpace(b[0]) {
 		b = b[1:]
 	}

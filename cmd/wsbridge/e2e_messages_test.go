@@ -218,39 +218,6 @@ func TestPush(t *testing.T) {
 	requireEqual(t, "push to closed", status, 404)
 }
 
-// TestPushBinaryRule: a push is binary by the rule a POST's reply follows
-// (protocol.IsBinaryContentType): application/octet-stream in any case,
-// parameters ignored, and nothing that merely starts with it.
-func TestPushBinaryRule(t *testing.T) {
-	b := newBackend(t, backend.Options{})
-	p := startBridge(t, b.URL)
-	c, _, err := websocket.DefaultDialer.Dial(p.url("pushbin"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for _, tc := range []struct {
-		ctype string
-		want  int
-	}{
-		{"application/octet-stream", websocket.BinaryMessage},
-		{"Application/Octet-Stream", websocket.BinaryMessage},
-		{"APPLICATION/OCTET-STREAM; x=1", websocket.BinaryMessage},
-		{"application/octet-streams", websocket.TextMessage},
-		{"text/plain", websocket.TextMessage},
-	} {
-		status, _, _ := p.adminDo(t, "POST", "/pushbin", "\x01\x02", "Content-Type", tc.ctype)
-		requireEqual(t, "push status ("+tc.ctype+")", status, 200)
-		typ, msg, err := c.ReadMessage()
-		if err != nil {
-			t.Fatal(err)
-		}
-		requireEqual(t, "message type ("+tc.ctype+")", typ, tc.want)
-		requireEqual(t, "pushed ("+tc.ctype+")", string(msg), "\x01\x02")
-	}
-}
-
 func TestKick(t *testing.T) {
 	b := newBackend(t, backend.Options{})
 	p := startBridge(t, b.URL)
