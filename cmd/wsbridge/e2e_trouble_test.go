@@ -476,19 +476,7 @@ func TestTroubleBackend5xxBursts(t *testing.T) {
 // everything is back within a second.
 func TestTroubleStuckIDs(t *testing.T) {
 	const stuck, healthy = 48, 32
-	release := make(chan struct{})
-	b := newBackend(t, backend.Options{Hook: func(ctx *fasthttp.RequestCtx, c *backend.Call) bool {
-		if c.Method == fasthttp.MethodPost && strings.HasPrefix(c.ClientID, "stuck-") {
-			select {
-			case <-release:
-			case <-time.After(30 * time.Second):
-			}
-		}
-		return false
-	}})
-	var once sync.Once
-	unstick := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(unstick)
+	b, unstick := stuckBackend(t)
 	p := startBridge(t, b.URL, "-backend-max-conns", "16")
 
 	stuckConns := make([]*websocket.Conn, stuck)
@@ -555,18 +543,7 @@ func TestTroubleStuckFullSize(t *testing.T) {
 		t.Skip("set WSBRIDGE_FULL_SIZE=1 to run the full-size stall (9,000 connections)")
 	}
 	const stuck, healthy, idle = 3000, 3000, 3000
-	release := make(chan struct{})
-	b := newBackend(t, backend.Options{Hook: func(ctx *fasthttp.RequestCtx, c *backend.Call) bool {
-		if c.Method == fasthttp.MethodPost && strings.HasPrefix(c.ClientID, "stuck-") {
-			select {
-			case <-release:
-			case <-time.After(30 * time.Second):
-			}
-		}
-		return false
-	}})
-	var once sync.Once
-	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	b, _ := stuckBackend(t)
 	// WSBRIDGE_FULL_SIZE_ARGS adds flags, e.g. "-backend-stuck-after 100ms".
 	p := startFastBridge(t, b.URL, append([]string{"-log-level", "info"}, strings.Fields(os.Getenv("WSBRIDGE_FULL_SIZE_ARGS"))...)...)
 
@@ -638,4 +615,25 @@ func TestTroubleStuckFullSize(t *testing.T) {
 	if rate < baseRate/2 || p99 >= time.Second {
 		t.Fatalf("healthy clients during the stall: %.0f msg/s, p99 %v; want >= %.0f msg/s and p99 < 1s", rate, p99, baseRate/2)
 	}
+}
+
+// stuckBackend is a mock backend whose POSTs for ClientIds starting with
+// "stuck-" hang until unstick is called (at the latest when the test ends)
+// or 30 s pass.
+func stuckBackend(t *testing.T) (b *backend.Backend, unstick func()) {
+	t.Helper()
+	release := make(chan struct{})
+	b = newBackend(t, backend.Options{Hook: func(ctx *fasthttp.RequestCtx, c *backend.Call) bool {
+		if c.Method == fasthttp.MethodPost && strings.HasPrefix(c.ClientID, "stuck-") {
+			select {
+			case <-release:
+			case <-time.After(30 * time.Second):
+			}
+		}
+		return false
+	}})
+	var once sync.Once
+	unstick = func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unstick)
+	return b, unstick
 }
