@@ -68,9 +68,11 @@ type Call struct {
 
 	next       *Call // queue link: worker queue or a Pipeline
 	attempt    uint8
-	staleRetry bool // sent again once after a stale socket (stale.go)
+	staleRetry bool   // sent again once after a stale socket (stale.go)
+	seq        uint32 // Wsbridge-Seq, set by the Session on the loop (sign.go)
 	start      time.Time
 	scratch    []byte // URI and header value building, reused
+	sig        []byte // the signed headers' values, built by the worker (sign.go)
 }
 
 var epoch = time.Now()
@@ -96,11 +98,17 @@ func ReleaseCall(c *Call) {
 	c.next = nil
 	c.attempt = 0
 	c.staleRetry = false
+	c.seq = 0
 	c.start = time.Time{}
 	if cap(c.scratch) > 4096 {
 		c.scratch = nil
 	} else {
 		c.scratch = c.scratch[:0]
+	}
+	if cap(c.sig) > 4096 {
+		c.sig = nil
+	} else {
+		c.sig = c.sig[:0]
 	}
 	callPool.Put(c)
 }

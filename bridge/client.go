@@ -15,6 +15,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
+	"github.com/wsbridge/wsbridge/bridge/sign"
 	"github.com/wsbridge/wsbridge/protocol"
 )
 
@@ -71,6 +72,9 @@ type Config struct {
 	Observe func(m Method, o Outcome, d time.Duration)
 	// Logger gets rate-limited warnings; nil means none.
 	Logger *zap.Logger
+	// Signer, if set, signs every GET, POST and DELETE (RFC 9421, see
+	// sign.go); nil sends them unsigned and without Wsbridge-Seq.
+	Signer *sign.Signer
 }
 
 // Client calls the backend. It is safe for concurrent use.

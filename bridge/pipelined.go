@@ -185,6 +185,9 @@ func (c *Client) doBatch(p *pconn, batch []*Call, errs []error) {
 		if len(call.Req.Header.UserAgent()) == 0 {
 			call.Req.Header.SetUserAgentBytes(userAgent)
 		}
+		if c.cfg.Signer != nil {
+			c.sign(call)
+		}
 		err = call.Req.Write(p.bw)
 	}
 	if err == nil {

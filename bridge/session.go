@@ -126,10 +126,11 @@ type Session struct {
 
 	// The pipeline: the calls waiting behind the one in flight.
 	head, tail *Call
-	n          int32 // waiting calls
-	bytes      int32 // their request body bytes (bounded by the engine far below 2 GiB)
-	busy       bool  // a call is in flight
-	idLen      uint8 // len(ClientId) in names
+	n          int32  // waiting calls
+	bytes      int32  // their request body bytes (bounded by the engine far below 2 GiB)
+	busy       bool   // a call is in flight
+	idLen      uint8  // len(ClientId) in names
+	seq        uint32 // Wsbridge-Seq of the last call issued (sign.go)
 }
 
 // A ClientId's length fits Session.idLen.
@@ -145,7 +146,14 @@ func (s *Session) Begin(id uint64, clientID, xff, note []byte) {
 	if note != nil {
 		names = append(append(names, 0), note...)
 	}
-	s.names, s.idLen, s.id = string(names), uint8(len(clientID)), id
+	s.names, s.idLen, s.id, s.seq = string(names), uint8(len(clientID)), id, 0
+}
+
+// nextSeq numbers the connection's next call: 1 for the GET, then each
+// POST in arrival order, then the DELETE.
+func (s *Session) nextSeq() uint32 {
+	s.seq++
+	return s.seq
 }
 
 // ID is the connection's sequence number.
@@ -185,6 +193,7 @@ func (s *Session) ids(l *Loop) Ids {
 func (s *Session) Upgrade(l *Loop, o Owner, query []byte, fwd []protocol.Header) Held {
 	call := AcquireCall()
 	call.Owner = o
+	call.seq = s.nextSeq()
 	l.cl.PrepareGET(call, s.ids(l), query)
 	for i := range fwd {
 		call.Req.Header.AddBytesKV(fwd[i].Name, fwd[i].Value)
@@ -219,6 +228,7 @@ func (s *Session) Message(l *Loop, o Owner, payload []byte, first, fin, binary b
 	}
 	m := s.msg
 	s.msg = nil
+	m.seq = s.nextSeq() // numbered whole, so a dropped partial leaves no gap
 	if s.push(m) {
 		m.Received = Now()
 		l.cl.Submit(m)
@@ -252,6 +262,7 @@ func (s *Session) Queued() (calls, bytes int) { return int(s.n), int(s.bytes) }
 func (s *Session) Close(l *Loop, o Owner, code int, reason string) Held {
 	call := AcquireCall()
 	call.Owner = o
+	call.seq = s.nextSeq()
 	l.cl.PrepareDELETE(call, s.ids(l), code, reason)
 	return Held{call}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/wsbridge/wsbridge/bridge/sign"
 	"github.com/wsbridge/wsbridge/engine"
 	"github.com/wsbridge/wsbridge/protocol"
 )
@@ -40,9 +41,21 @@ const allocsPerWake = 2
 // pools, the runtime's sudog cache) that then refill with allocations that
 // are not per message. On failure the test runs again with every
 // allocation profiled and lists where they came from.
-func TestRoundTripAllocs(t *testing.T) {
+func TestRoundTripAllocs(t *testing.T) { testRoundTripAllocs(t, nil) }
+
+// TestRoundTripAllocsSigned: the same with every backend call signed
+// (-sign-key): signing on the worker allocates nothing either.
+func TestRoundTripAllocsSigned(t *testing.T) {
+	signer, err := sign.ParseSigner("k1=alloc-test-secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testRoundTripAllocs(t, signer)
+}
+
+func testRoundTripAllocs(t *testing.T, signer *sign.Signer) {
 	backendURL := startEchoBackend(t)
-	h := startEngine(t, engine.Config{}, backendURL)
+	h := startEngineSigned(t, engine.Config{}, backendURL, signer)
 	const (
 		warmup = 300
 		n      = 2000

@@ -19,6 +19,7 @@ import (
 	"github.com/wsbridge/wsbridge/bench/backend"
 	"github.com/wsbridge/wsbridge/bench/bridgetest"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/bridge/sign"
 	"github.com/wsbridge/wsbridge/engine"
 	"github.com/wsbridge/wsbridge/engine/adminapi"
 	"github.com/wsbridge/wsbridge/protocol"
@@ -55,8 +56,15 @@ func start(tb testing.TB, cfg engine.Config, bopts backend.Options) *harness {
 // in front of the backend at backendURL; h.b is nil.
 func startEngine(tb testing.TB, cfg engine.Config, backendURL string) *harness {
 	tb.Helper()
+	return startEngineSigned(tb, cfg, backendURL, nil)
+}
+
+// startEngineSigned is startEngine with the backend calls signed by signer
+// (nil: unsigned).
+func startEngineSigned(tb testing.TB, cfg engine.Config, backendURL string, signer *sign.Signer) *harness {
+	tb.Helper()
 	m := engine.NewMetrics()
-	bc, err := bridge.New(bridge.Config{Backend: backendURL, MaxConns: 64, Timeout: 10 * time.Second, Observe: m.ObserveBackend})
+	bc, err := bridge.New(bridge.Config{Backend: backendURL, MaxConns: 64, Timeout: 10 * time.Second, Observe: m.ObserveBackend, Signer: signer})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/wsbridge/wsbridge/bridge/sign"
 	"github.com/wsbridge/wsbridge/protocol"
@@ -168,4 +171,89 @@ func TestPHPVerifySignature(t *testing.T) {
 			t.Errorf("%s: got %d %q, want 401 %q", c.name, st, body, c.reason)
 		}
 	}
+}
+
+// phpCall is one call as examples/testdata/bridge_verify_router.php
+// verified and logged it.
+type phpCall struct {
+	Method       string `json:"method"`
+	URI          string `json:"uri"`
+	KeyID        string `json:"keyid"`
+	ConnectionID string `json:"connection_id"`
+	Seq          uint64 `json:"seq"`
+}
+
+// TestPHPVerifiesBridge: the wsbridge binary with -sign-key against a PHP
+// backend that verifies every call with examples/php/verify_signature.php:
+// the GET (with a query), each POST and the DELETE verify, signed with the
+// first key, numbered 1, 2, 3, … in order.
+func TestPHPVerifiesBridge(t *testing.T) {
+	needTools(t, "php")
+	bin := buildBridge(t)
+	logPath := filepath.Join(t.TempDir(), "calls.jsonl")
+	php := servePHP(t, filepath.Join("testdata", "bridge_verify_router.php"), freePorts(t, 1)[0], http.StatusUnauthorized,
+		"WSBRIDGE_SIGN_KEY=k2025=old secret,k2026=bmV3IHNlY3JldA==", "SIGN_MAX_AGE=300", "SIGN_LOG="+logPath, "PHP_CLI_SERVER_WORKERS=2")
+	ports := freePorts(t, 2)
+	b, err := startBridge(bin, "-listen", "127.0.0.1:"+ports[0], "-admin", "127.0.0.1:"+ports[1],
+		"-backend", php+"/api/", "-sign-key", "k2026=bmV3IHNlY3JldA==,k2025=old secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		b.kill()
+		if l := b.logs.String(); strings.Contains(l, "WARNING: DATA RACE") || strings.Contains(l, "panic:") || strings.Contains(l, "bmV3IHNlY3JldA") {
+			t.Errorf("wsbridge logged a race, a panic or the secret:\n%s", l)
+		} else if t.Failed() {
+			t.Logf("wsbridge log:\n%s", l)
+		}
+	})
+	c, _, err := websocket.DefaultDialer.Dial("ws://127.0.0.1:"+ports[0]+"/alice?room=a%20b", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for i := range 3 {
+		if err := c.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf("message %d", i))); err != nil {
+			t.Fatal(err)
+		}
+		_, reply, err := c.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got phpCall
+		if err := json.Unmarshal(reply, &got); err != nil {
+			t.Fatalf("reply %d %q: %v", i, reply, err)
+		}
+		if got.Method != "POST" || got.Seq != uint64(i+2) || got.KeyID != "k2026" {
+			t.Fatalf("POST %d: verified %+v, want seq %d signed with k2026", i, got, i+2)
+		}
+	}
+	_ = c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(1000, "bye"))
+	var calls []phpCall
+	waitFor(t, 20*time.Second, func() error {
+		data, err := os.ReadFile(logPath)
+		if err != nil {
+			return err
+		}
+		calls = calls[:0]
+		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			var c phpCall
+			if err := json.Unmarshal([]byte(line), &c); err != nil {
+				return fmt.Errorf("%q: %v", line, err)
+			}
+			calls = append(calls, c)
+		}
+		if len(calls) < 5 {
+			return fmt.Errorf("%d calls logged, want 5", len(calls))
+		}
+		return nil
+	})
+	for i, want := range []string{"GET", "POST", "POST", "POST", "DELETE"} {
+		c := calls[i]
+		if c.Method != want || c.Seq != uint64(i+1) || c.KeyID != "k2026" || c.ConnectionID != calls[0].ConnectionID {
+			t.Fatalf("call %d: %+v, want %s seq %d signed with k2026 on connection %s", i, c, want, i+1, calls[0].ConnectionID)
+		}
+	}
+	requireEqual(t, "GET target", calls[0].URI, "/api/alice?room=a%20b")
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wsbridge/wsbridge/bridge/sign"
 	"github.com/wsbridge/wsbridge/engine"
 )
 
@@ -29,6 +30,7 @@ type options struct {
 	logLevel        string
 	logFormat       string
 	demo            bool
+	signer          *sign.Signer // -sign-key; nil = calls unsigned
 
 	// backendStuckAfter and backendStuckConns: see bridge.Config StuckAfter
 	// and MaxStuck. backendStuckConns < 0 is worked out at start from the
@@ -135,6 +137,8 @@ func parseOptions(args, env []string) (*options, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or console")
 	fs.BoolVar(&o.demo, "demo", false, "also start a built-in echo backend and point -backend at it")
+	var signKey string
+	fs.StringVar(&signKey, "sign-key", "", "sign every backend call (RFC 9421 hmac-sha256, with Wsbridge-Seq and Content-Digest) with the first of these comma-separated `keyid=secret` pairs (empty = unsigned; the others are for the backend's verifier during a rotation)")
 
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -219,6 +223,14 @@ func parseOptions(args, env []string) (*options, error) {
 	}
 	if e.PingInterval < 0 || e.HandshakeTimeout < 0 || e.DrainTimeout < 0 || e.AcceptRate < 0 {
 		errs = append(errs, errors.New("durations and rates cannot be negative"))
+	}
+	if signKey != "" {
+		// ParseSigner's errors name the keyid and the entry, never the secret.
+		s, err := sign.ParseSigner(signKey)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("-sign-key: %w", err))
+		}
+		o.signer = s
 	}
 	switch o.logFormat {
 	case "json", "console":

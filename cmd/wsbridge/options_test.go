@@ -123,3 +123,26 @@ func TestOptionsPipelineBounds(t *testing.T) {
 	requireEqual(t, "max-pending-upgrades", o.engine.MaxPending, 64)
 	requireEqual(t, "queued messages", o.engine.MaxQueued, 32*128)
 }
+
+// -sign-key: off by default, read from WSBRIDGE_SIGN_KEY, the first key
+// signs, and a bad value is refused without the secret in the error.
+func TestOptionsSignKey(t *testing.T) {
+	o, err := parseOptions(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.signer != nil {
+		t.Fatal("signing is on by default")
+	}
+	o, err = parseOptions(nil, []string{"WSBRIDGE_SIGN_KEY=new=s3cret-new,old=s3cret-old"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.signer == nil || o.signer.KeyID() != "new" {
+		t.Fatalf("signer from env: got %v, want keyid new", o.signer)
+	}
+	_, err = parseOptions([]string{"-sign-key", "a=s3cret-a,a=s3cret-b"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "-sign-key") || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("duplicate keyid: got %v, want an error naming -sign-key without the secret", err)
+	}
+}

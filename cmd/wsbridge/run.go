@@ -77,6 +77,9 @@ func run(o *options) error {
 		log.Info("demo backend: accepts every ClientId and echoes every message", zap.String("backend", o.backend))
 	}
 
+	if o.signer != nil {
+		log.Info("signing backend calls", zap.String("keyid", o.signer.KeyID()))
+	}
 	metrics := engine.NewMetrics()
 	backend, err := bridge.New(bridge.Config{
 		Backend:    o.backend,
@@ -87,6 +90,7 @@ func run(o *options) error {
 		Timeout:    o.backendTimeout,
 		Observe:    metrics.ObserveBackend,
 		Logger:     log.Named("bridge"),
+		Signer:     o.signer,
 	})
 	if err != nil {
 		return err
