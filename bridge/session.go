@@ -61,6 +61,9 @@ type Loop struct {
 	prefix string
 	queued *atomic.Int64
 	idbuf  []byte
+
+	meta       map[uint64]*meta // connection metadata by sequence number (meta.go); nil until a first Set-Meta
+	metaLogged time.Time        // last rejected-metadata warning
 }
 
 // NewLoop returns a Loop for cl. prefix starts every connection id
@@ -130,6 +133,7 @@ type Session struct {
 	bytes      int32  // their request body bytes (bounded by the engine far below 2 GiB)
 	busy       bool   // a call is in flight
 	idLen      uint8  // len(ClientId) in names
+	hasMeta    bool   // the Loop holds metadata for this connection (meta.go)
 	seq        uint32 // Wsbridge-Seq of the last call issued (sign.go)
 }
 
@@ -147,6 +151,7 @@ func (s *Session) Begin(id uint64, clientID, xff, note []byte) {
 		names = append(append(names, 0), note...)
 	}
 	s.names, s.idLen, s.id, s.seq = string(names), uint8(len(clientID)), id, 0
+	s.hasMeta = false // a newcomer does not inherit
 }
 
 // nextSeq numbers the connection's next call: 1 for the GET, then each
@@ -231,6 +236,7 @@ func (s *Session) Message(l *Loop, o Owner, payload []byte, first, fin, binary b
 	m.seq = s.nextSeq() // numbered whole, so a dropped partial leaves no gap
 	if s.push(m) {
 		m.Received = Now()
+		s.addMeta(l, m)
 		l.cl.Submit(m)
 	} else {
 		l.queued.Add(1)
@@ -271,18 +277,29 @@ func (s *Session) Close(l *Loop, o Owner, code int, reason string) Held {
 func (s *Session) Delete(l *Loop, del *Held) {
 	call := del.call
 	del.call = nil
+	s.addMeta(l, call)
 	l.cl.Submit(call)
 }
 
-// Finish takes a call the Owner's Complete handed to the loop: the next
+// Finish takes a call the Owner's Complete handed to the loop: a 2xx
+// GET's or POST's Wsbridge-Set-Meta-* headers are stored; the next
 // POST waiting, if any, goes out; then o.Finished gets the reply in plain
 // terms, and the call goes back to the pool.
 func (s *Session) Finish(l *Loop, c *Call, o Owner) {
+	switch c.Method {
+	case GET, POST:
+		if c.Outcome == OutcomeOK {
+			s.applyMeta(l, &c.Resp) // before the next call goes
+		}
+	case DELETE:
+		s.endMeta(l)
+	}
 	switch c.Method {
 	case POST:
 		if next := s.done(); next != nil {
 			l.queued.Add(-1)
 			next.Received = Now()
+			s.addMeta(l, next)
 			l.cl.Submit(next)
 		}
 	}

@@ -60,6 +60,9 @@ type Info struct {
 	BytesIn      uint64 `json:"bytes_in"`
 	BytesOut     uint64 `json:"bytes_out"`
 	LastSeen     string `json:"last_seen"`
+	// Meta is the connection's metadata (Wsbridge-Set-Meta-*), by
+	// canonical name; absent when it has none.
+	Meta map[string]string `json:"meta,omitempty"`
 }
 
 // adminWait bounds how long an admin call waits for a loop: a loop never
@@ -139,6 +142,7 @@ func (c *conn) onAdmin(req *adminReq) {
 			BytesIn:      c.bytesIn,
 			BytesOut:     c.bytesOut,
 			LastSeen:     s.start.Add(time.Duration(c.l.now-c.l.since(c.lastRead)) * s.cfg.Tick).UTC().Format(time.RFC3339),
+			Meta:         c.sess.Meta(c.l.bl),
 		}
 		req.status = http.StatusOK
 	}

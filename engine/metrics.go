@@ -97,6 +97,9 @@ func NewMetrics() *Metrics {
 	for _, o := range []string{pushOK, pushUnknown, pushTooBig, pushSlowConsumer, pushBadRequest} {
 		m.pushes[o] = pushes.WithLabelValues(o)
 	}
+	f(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "wsbridge_meta_rejected_total", Help: "Wsbridge-Set-Meta-* reply headers ignored: a bad name or value, or past 16 names / 1 KiB per connection.",
+	}, func() float64 { return float64(bridge.MetaRejected()) }))
 	m.trims = f(prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "wsbridge_memory_trims_total", Help: "Times the heap grown by a burst was collected and returned to the OS once the bridge was quiet (-trim-memory).",
 	})).(prometheus.Counter)

@@ -287,9 +287,11 @@ func TestPHPAPI(t *testing.T) {
 	requireEqual(t, "pushes after refusals", len(admin.take()), 0)
 
 	// Admitted: "ok", and the others hear about it (the newcomer is not open yet).
-	st, body, _ := call(t, "GET", php+"/alice?token="+token, "a1", "")
+	st, body, h := call(t, "GET", php+"/alice?token="+token, "a1", "")
 	requireEqual(t, "GET /alice status", st, 200)
 	requireEqual(t, "GET /alice body", body, "ok")
+	// The user's name is kept as connection metadata (DESIGN.md §8.5).
+	requireEqual(t, "GET /alice Wsbridge-Set-Meta-Name", h.Get("Wsbridge-Set-Meta-Name"), "alice")
 	requireEqual(t, "pushes after the first join", len(admin.take()), 0)
 	st, body, _ = call(t, "GET", php+"/bob?token="+token, "b1", "")
 	requireEqual(t, "GET /bob", st == 200 && body == "ok", true)
@@ -302,7 +304,8 @@ func TestPHPAPI(t *testing.T) {
 
 	// A chat message is broadcast to everyone, the sender included, and
 	// nothing is replied directly.
-	st, body, _ = call(t, "POST", php+"/alice", "a1", `{"text":"  hi there  "}`, "Content-Type", "text/plain; charset=utf-8")
+	st, body, _ = call(t, "POST", php+"/alice", "a1", `{"text":"  hi there  "}`, "Content-Type", "text/plain; charset=utf-8",
+		"Wsbridge-Meta-Name", "alice")
 	requireEqual(t, "POST /alice status", st, 204)
 	requireEqual(t, "POST /alice body", body, "")
 	p = admin.take()
@@ -313,6 +316,12 @@ func TestPHPAPI(t *testing.T) {
 		requireEqual(t, "pushed message", fmt.Sprint(p[i].event["type"], "|", p[i].event["from"], "|", p[i].event["text"]),
 			"message|alice|hi there")
 	}
+	// The sender's name is the one in Wsbridge-Meta-Name, not looked up.
+	st, _, _ = call(t, "POST", php+"/alice", "a1", `{"text":"hi"}`, "Wsbridge-Meta-Name", "Alice-2")
+	requireEqual(t, "POST with a name status", st, 204)
+	p = admin.take()
+	requireEqual(t, "pushes for a named message", len(p), 2)
+	requireEqual(t, "from of a named message", p[0].event["from"], any("Alice-2"))
 	// An empty message goes nowhere.
 	st, _, _ = call(t, "POST", php+"/alice", "a1", `{"text":"   "}`)
 	requireEqual(t, "POST empty text status", st, 204)

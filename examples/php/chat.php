@@ -6,11 +6,16 @@
 // wsbridge calls it once per WebSocket event (DESIGN.md §4):
 //
 //   GET    /<id>?token=…  upgrade: "ok" admits the client and adds it to the
-//                         presence list; anything else refuses (401 here)
+//                         presence list; anything else refuses (401 here).
+//                         "ok" carries Wsbridge-Set-Meta-Name: the user's
+//                         name, which wsbridge then sends back on every
+//                         later call of the connection as Wsbridge-Meta-Name
+//                         (connection metadata, DESIGN.md §8.5)
 //   POST   /<id>          one message from the client: {"type":"hello"} is
 //                         answered with the presence list (the reply goes back
 //                         to that client only); {"text":"…"} is broadcast to
-//                         every present client through the admin push API
+//                         every present client through the admin push API,
+//                         "from" the name in Wsbridge-Meta-Name
 //   DELETE /<id>          the connection ended: removes the client, but only
 //                         if Wsbridge-Connection-Id is the one its GET stored
 //
@@ -56,7 +61,10 @@ function handle_api(string $method, string $id): void
             on_connect($id, $conn);
             return;
         case 'POST':
-            on_message($id, (string) file_get_contents('php://input'));
+            // The name the GET admitted comes back with every message: no
+            // session lookup. Without it (a bridge without metadata), the id.
+            $name = $_SERVER['HTTP_WSBRIDGE_META_NAME'] ?? '';
+            on_message($name !== '' ? $name : $id, (string) file_get_contents('php://input'));
             return;
         case 'DELETE':
             on_close($id, $conn);
@@ -88,10 +96,14 @@ function on_connect(string $id, string $conn): void
     // The newcomer is not open until we answer "ok", so it is left out; it
     // asks for the list with {"type":"hello"} once connected.
     broadcast($presence + ['joined' => $id], $id);
+    // The user's name is the ClientId the token admitted (a ClientId is
+    // visible ASCII, as a metadata value must be).
+    header("Wsbridge-Set-Meta-Name: $id");
     respond(200, 'ok');
 }
 
-function on_message(string $id, string $body): void
+/** on_message handles one message of the user named $from. */
+function on_message(string $from, string $body): void
 {
     $msg = json_decode($body, true);
     if (!is_array($msg)) {
@@ -112,7 +124,7 @@ function on_message(string $id, string $body): void
     // shows the order the backend saw. Nothing is replied directly.
     broadcast([
         'type' => 'message',
-        'from' => $id,
+        'from' => $from,
         'text' => $text,
         'ts' => (int) floor(microtime(true) * 1000),
     ]);
