@@ -299,15 +299,15 @@ func proxyV2Header(src, dst netip.AddrPort) string {
 func TestProxyProtocol(t *testing.T) {
 	b := newBackend(t, backend.Options{})
 	p := startBridge(t, b.URL, "-trusted-proxies", "127.0.0.1/32")
-	v2 := proxyV2Header(netip.MustParseAddrPort("203.0.113.10:40002"), netip.MustParseAddrPort("127.0.0.1:7001"))
+	v2 := proxyV2Header(netip.MustParseAddrPort("203.0.113.10:40002"), netip.MustParseAddrPort("127.0.0.1:443"))
 	for _, tc := range []struct {
 		name, header        string
 		pieces              int // write the header in this many pieces (0: with the request)
 		wantXFF, wantRemote string
 	}{
-		{"v1", "PROXY TCP4 203.0.113.9 127.0.0.1 40000 7001\r\n", 0, "203.0.113.9", "203.0.113.9:40000"},
-		{"v1-tcp6", "PROXY TCP6 2001:db8::7 ::1 40001 7001\r\n", 0, "2001:db8::7", "[2001:db8::7]:40001"},
-		{"v1-pieces", "PROXY TCP4 203.0.113.11 127.0.0.1 40003 7001\r\n", 5, "203.0.113.11", "203.0.113.11:40003"},
+		{"v1", "PROXY TCP4 203.0.113.9 127.0.0.1 40000 443\r\n", 0, "203.0.113.9", "203.0.113.9:40000"},
+		{"v1-tcp6", "PROXY TCP6 2001:db8::7 ::1 40001 443\r\n", 0, "2001:db8::7", "[2001:db8::7]:40001"},
+		{"v1-pieces", "PROXY TCP4 203.0.113.11 127.0.0.1 40003 443\r\n", 5, "203.0.113.11", "203.0.113.11:40003"},
 		{"v2", v2, 0, "203.0.113.10", "203.0.113.10:40002"},
 		{"v2-pieces", v2, 4, "203.0.113.10", "203.0.113.10:40002"},
 		{"v2-local", "\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00", 0, "198.51.100.1, 127.0.0.1", "198.51.100.1:0"},
@@ -353,8 +353,8 @@ func TestProxyProtocol(t *testing.T) {
 // closed, nothing asked of the backend.
 func TestProxyProtocolRefused(t *testing.T) {
 	b := newBackend(t, backend.Options{})
-	v1 := "PROXY TCP4 203.0.113.9 127.0.0.1 40000 7001\r\n"
-	v2 := proxyV2Header(netip.MustParseAddrPort("203.0.113.10:40002"), netip.MustParseAddrPort("127.0.0.1:7001"))
+	v1 := "PROXY TCP4 203.0.113.9 127.0.0.1 40000 443\r\n"
+	v2 := proxyV2Header(netip.MustParseAddrPort("203.0.113.10:40002"), netip.MustParseAddrPort("127.0.0.1:443"))
 	trusted := startBridge(t, b.URL, "-trusted-proxies", "127.0.0.1/32")
 	untrusted := startBridge(t, b.URL)
 	otherTrusted := startBridge(t, b.URL, "-trusted-proxies", "10.0.0.0/8")
@@ -367,8 +367,8 @@ func TestProxyProtocolRefused(t *testing.T) {
 		{"untrusted-v2", untrusted, v2},
 		{"not-in-trusted-v1", otherTrusted, v1},
 		{"not-in-trusted-v2", otherTrusted, v2},
-		{"malformed-v1", trusted, "PROXY TCP4 203.0.113.09 127.0.0.1 40000 7001\r\n"},
-		{"malformed-v1-family", trusted, "PROXY TCP6 203.0.113.9 127.0.0.1 40000 7001\r\n"},
+		{"malformed-v1", trusted, "PROXY TCP4 203.0.113.09 127.0.0.1 40000 443\r\n"},
+		{"malformed-v1-family", trusted, "PROXY TCP6 203.0.113.9 127.0.0.1 40000 443\r\n"},
 		{"malformed-v2-version", trusted, "\r\n\r\n\x00\r\nQUIT\n\x11" + v2[13:]},
 		{"malformed-v2-short", trusted, "\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x04" + "abcd"},
 		{"second-header", trusted, v1 + v1},
@@ -397,7 +397,7 @@ func TestProxyProtocolPerIP(t *testing.T) {
 	p := startBridge(t, b.URL, "-trusted-proxies", "127.0.0.1/32", "-max-conns-per-ip", "1")
 	upgradeVia := func(src, id string) (*raw, int) {
 		r := rawDial(t, p.ws)
-		r.send(fmt.Sprintf("PROXY TCP4 %s 127.0.0.1 40000 7001\r\n", src) + upgradeRequest(id))
+		r.send(fmt.Sprintf("PROXY TCP4 %s 127.0.0.1 40000 443\r\n", src) + upgradeRequest(id))
 		resp, _ := r.response()
 		return r, resp.StatusCode
 	}
