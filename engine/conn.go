@@ -43,6 +43,14 @@ const (
 	fCloseHeld                     // closing: our close frame waits for the replies in flight (side.held)
 )
 
+// More connection flags, in conn.more (flags is full; the byte fits in the
+// padding after phase, so conn keeps its size class).
+const (
+	fMoreDeflate    uint8 = 1 << iota // permessage-deflate was negotiated
+	fMoreJournaled                    // recorded in the journal: its Gone is owed once the DELETE is answered
+	fMoreSubscribed                   // member of at least one channel: leave them all at the end
+)
+
 // setPhase moves c to phase p. It is the one place a connection's phase
 // changes:
 //
@@ -100,6 +108,7 @@ type conn struct {
 	openedAt          uint32 // unix seconds (until 2106); 0 until open
 
 	phase phase
+	more  uint8 // more flags (fMore…): flags is full
 	flags uint16
 }
 
