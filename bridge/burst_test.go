@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -32,4 +33,24 @@ func TestBurstAfterIdleRunsInParallel(t *testing.T) {
 	if got := most.Load(); got < n/2 {
 		t.Errorf("at most %d of %d calls at the backend at once: the burst waited behind one worker", got, n)
 	}
+}
+
+// runCalls submits n calls at once (from the caller's goroutine, as event loops
+// do) and waits for them; it fails the test on any outcome but ok and
+// returns the slowest call's time.
+func runCalls(t *testing.T, c *Client, n int, prefix string) time.Duration {
+	t.Helper()
+	d := make(done, n)
+	for i := range n {
+		c.Submit(post(c, d, prefix+strconv.Itoa(i), "m"))
+	}
+	var slowest time.Duration
+	for _, call := range d.wait(t, n) {
+		if call.Outcome != OutcomeOK {
+			t.Fatalf("outcome %s: %v", call.Outcome, call.Err)
+		}
+		slowest = max(slowest, time.Duration(call.Answered-call.Sent))
+		ReleaseCall(call)
+	}
+	return slowest
 }

@@ -60,13 +60,6 @@ type Config struct {
 	// once when all MaxConns connections are busy (HTTP/1.1 pipelining, see
 	// pipelined.go). 0 or 1 sends one request per connection at a time.
 	Pipeline int
-	// Budget, if positive, makes the client adapt to the backend's speed
-	// (see adapt.go): a new socket is opened only when the calls waiting
-	// would otherwise wait longer than Budget for one, and a batch is only
-	// as deep as the backend answers within Budget. Against a fast backend
-	// a few sockets then carry deep pipelines; against a slow one every
-	// call gets its own socket as with Pipeline 1. 0 keeps the fixed rules.
-	Budget time.Duration
 	// DeleteAttempts is how many times a failing DELETE is tried (default 3).
 	DeleteAttempts int
 	// TLSConfig, if set, is used for an https backend (e.g. a private CA in
@@ -98,23 +91,21 @@ type Client struct {
 	breaker breaker
 	log     *zap.Logger
 
-	mu        sync.Mutex
-	cond      *sync.Cond
-	head      *Call
-	tail      *Call
-	queued    int
-	idle      int // workers waiting on cond
-	starting  int // workers started and not yet running
-	workers   int
-	stuck     int       // workers whose call in hand is stuck
-	all       []*worker // every worker, for watchStuck
-	minIdle   int       // fewest idle workers seen by a call since the last retirement
-	retire    int       // idle workers asked to exit
-	woken     int       // idle workers signalled and not yet running
-	costs     costs     // what a call costs the backend (Budget > 0, see adapt.go)
-	lastStart int64     // Now() when the last worker was started for a fast backend (adapt.go)
-	stop      chan struct{}
-	closed    bool
+	mu       sync.Mutex
+	cond     *sync.Cond
+	head     *Call
+	tail     *Call
+	queued   int
+	idle     int // workers waiting on cond
+	starting int // workers started and not yet running
+	workers  int
+	stuck    int       // workers whose call in hand is stuck
+	all      []*worker // every worker, for watchStuck
+	minIdle  int       // fewest idle workers seen by a call since the last retirement
+	retire   int       // idle workers asked to exit
+	woken    int       // idle workers signalled and not yet running
+	stop     chan struct{}
+	closed   bool
 
 	pending    atomic.Int64  // calls submitted and not yet completed (retries included)
 	stuckNow   atomic.Int64  // c.stuck, for Stuck
@@ -248,15 +239,14 @@ func (c *Client) pushLocked(call *Call) {
 
 // wakeAndUnlock gets workers to the queue, which has n new calls: it
 // wakes idle workers not already woken or, when there are none, starts one
-// (see roomLocked, wantWorkerLocked); a worker that takes a call while more
-// wait and none is free starts the next (worker). c.mu is held on entry
-// and released.
+// (see roomLocked); a worker that takes a call while more wait and none is
+// free starts the next (worker). c.mu is held on entry and released.
 func (c *Client) wakeAndUnlock(n int) {
 	var w *worker
 	free := c.idle - c.woken
 	switch {
 	case free <= 0:
-		if c.roomLocked() > 0 && c.wantWorkerLocked() {
+		if c.roomLocked() > 0 {
 			w = c.addWorkerLocked()
 		}
 	case n < free:
@@ -413,20 +403,20 @@ func (c *Client) worker(w *worker) {
 		// a stuck call is stuck with it.
 		n := 1
 		if c.cfg.Pipeline > 1 && c.stuck == 0 && !c.noPipeline.Load() {
-			n = max(1, min(c.queued-c.idle-c.starting, c.depthLocked()))
+			n = max(1, min(c.queued-c.idle-c.starting, c.cfg.Pipeline))
 		}
 		batch = batch[:0]
 		for range n {
 			batch = append(batch, c.pop())
 		}
 		// Calls still waiting with no worker free to take them: start the
-		// next worker (a burst that found one idle worker fans out).
+		// next worker, so that a burst which found one idle worker fans out
+		// instead of waiting in line behind it.
 		var next *worker
-		if c.queued > c.idle-c.woken+c.starting && c.roomLocked() > 0 && c.wantWorkerLocked() {
+		if c.queued > c.idle-c.woken+c.starting && c.roomLocked() > 0 {
 			next = c.addWorkerLocked()
 		}
-		sent := Now()
-		w.since.Store(sent)
+		w.since.Store(Now())
 		c.mu.Unlock()
 		if next != nil {
 			go c.worker(next)
@@ -434,9 +424,7 @@ func (c *Client) worker(w *worker) {
 		c.doBatch(&w.p, batch, errs)
 		clear(batch) // do not keep finished calls reachable
 		w.since.Store(0)
-		took := Now() - sent
 		c.mu.Lock()
-		c.timedLocked(took, n)
 		if w.stuck {
 			w.stuck = false
 			c.stuck--

@@ -32,10 +32,8 @@ import (
 // goroutines.
 //
 // The rules that keep it safe (RFC 9112 §9.3.2):
-//   - A batch is only formed from calls that are already waiting while
-//     every connection is busy: all -backend-max-conns of them, or with a
-//     Budget (adapt.go) all those the budget opens, and then only as deep
-//     as the backend answers within the budget. Pipelining never takes
+//   - A batch is only formed from calls that are already waiting while all
+//     -backend-max-conns connections are busy, so pipelining never takes
 //     parallelism away from a slow backend; it only sends work the backend
 //     would otherwise see later.
 //   - A response with "Connection: close" (or an HTTP/1.0 one without

@@ -22,7 +22,6 @@ type options struct {
 	adminToken      string
 	backendMaxConns int
 	backendPipeline int
-	backendBudget   time.Duration
 	backendTimeout  time.Duration
 	pprof           bool
 	trimMemory      bool
@@ -94,13 +93,9 @@ func parseOptions(args, env []string) (*options, error) {
 	// 1024 sockets keep a PHP-FPM or Puma pool busy without queueing in
 	// the kernel; they count against the same open-files limit as clients.
 	fs.IntVar(&o.backendMaxConns, "backend-max-conns", 1024, "most sockets to the backend; more calls queue")
-	// 32 deep, but only as deep as the backend answers within
-	// -backend-budget: PHP-FPM, Puma and Node serve one request per
-	// connection at a time, and a call pipelined behind a slow neighbour
-	// would wait for it, so against a backend taking a millisecond per call
-	// nothing is pipelined (bridge/adapt.go).
-	fs.IntVar(&o.backendPipeline, "backend-pipeline", 32, "most requests one backend connection carries at once (HTTP/1.1 pipelining; 1 = off); with -backend-budget only as many as the backend answers within the budget")
-	fs.DurationVar(&o.backendBudget, "backend-budget", time.Millisecond, "how much longer a call may wait so that fewer backend sockets carry more calls: sockets are opened only when calls would wait longer, batches are as deep as the backend answers within it (0 = a socket per call up to -backend-max-conns, batches only when all are busy)")
+	// 1: PHP-FPM, Puma and Node serve one request per connection at a time
+	// anyway, and a pipelined request would wait behind a slow neighbour.
+	fs.IntVar(&o.backendPipeline, "backend-pipeline", 1, "requests one backend connection may carry at once when all -backend-max-conns are busy (HTTP/1.1 pipelining; 1 = off). Saves CPU against a fast backend; see docs/tuning.md")
 	fs.DurationVar(&o.backendTimeout, "backend-timeout", 60*time.Second, "per backend request; also bounds how long a reconnect waits for the previous DELETE")
 	// 250ms: far above a healthy API call, and short enough that the
 	// messages queued behind a stall wait well under a second. A slow call
@@ -171,13 +166,8 @@ func parseOptions(args, env []string) (*options, error) {
 	// per backend socket (~64 MiB of request state) before senders are
 	// paused (their bytes left unread until their POST finishes) instead of
 	// the bridge's memory growing behind a stalled backend.
-	// With fixed pipelining every socket carries up to -backend-pipeline
-	// calls; with a budget, pipelining is for a fast backend only, and the
-	// bounds stay those of a socket per call.
-	inFlight := o.backendMaxConns
-	if o.backendBudget == 0 {
-		inFlight *= max(1, o.backendPipeline)
-	}
+	// With pipelining every socket carries up to -backend-pipeline calls.
+	inFlight := o.backendMaxConns * max(1, o.backendPipeline)
 	e.MaxQueued = 32 * inFlight
 	// By default a reconnect storm may use half the backend's capacity for
 	// GETs; the other half keeps serving the messages of connected clients.
@@ -218,9 +208,6 @@ func parseOptions(args, env []string) (*options, error) {
 	}
 	if o.backendPipeline < 1 || o.backendPipeline > 1024 {
 		errs = append(errs, errors.New("-backend-pipeline must be between 1 and 1024"))
-	}
-	if o.backendBudget < 0 {
-		errs = append(errs, errors.New("-backend-budget must not be negative"))
 	}
 	if o.backendStuckAfter <= 0 {
 		errs = append(errs, errors.New("-backend-stuck-after must be positive"))

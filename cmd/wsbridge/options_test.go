@@ -17,8 +17,7 @@ func TestOptionsDefaults(t *testing.T) {
 	requireEqual(t, "backend", o.backend, "http://127.0.0.1:8000/")
 	requireEqual(t, "admin", o.admin, "127.0.0.1:7002")
 	requireEqual(t, "backend-max-conns", o.backendMaxConns, 1024)
-	requireEqual(t, "backend-pipeline", o.backendPipeline, 32)
-	requireEqual(t, "backend-budget", o.backendBudget, time.Millisecond)
+	requireEqual(t, "backend-pipeline", o.backendPipeline, 1)
 	requireEqual(t, "max-pending-upgrades", o.engine.MaxPending, 512)
 	requireEqual(t, "backend-timeout", o.backendTimeout, 60*time.Second)
 	requireEqual(t, "max-message", o.engine.MaxMessage, int64(1<<20))
@@ -93,7 +92,6 @@ func TestOptionsErrors(t *testing.T) {
 		{[]string{"-trusted-proxies", "not-a-cidr"}, nil, "-trusted-proxies"},
 		{[]string{"-backend-max-conns", "0"}, nil, "-backend-max-conns"},
 		{[]string{"-backend-pipeline", "0"}, nil, "-backend-pipeline"},
-		{[]string{"-backend-budget", "-1ms"}, nil, "-backend-budget"},
 		{[]string{"-log-format", "xml"}, nil, "-log-format"},
 		{[]string{"-nonsense"}, nil, "not defined"},
 		{[]string{"stray"}, nil, "unexpected arguments"},
@@ -115,23 +113,15 @@ func TestParseSize(t *testing.T) {
 	}
 }
 
-// Fixed pipelining (-backend-budget 0) multiplies what the backend sockets
-// carry, and so the default admission and queue bounds; adaptive
-// pipelining (the default) pipelines only for a fast backend and keeps the
-// bounds of a socket per call.
+// Pipelining multiplies what the backend sockets carry, and so the
+// default admission and queue bounds.
 func TestOptionsPipelineBounds(t *testing.T) {
-	o, err := parseOptions([]string{"-backend-max-conns", "16", "-backend-pipeline", "8", "-backend-budget", "0"}, nil)
+	o, err := parseOptions([]string{"-backend-max-conns", "16", "-backend-pipeline", "8"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	requireEqual(t, "max-pending-upgrades", o.engine.MaxPending, 64)
 	requireEqual(t, "queued messages", o.engine.MaxQueued, 32*128)
-	o, err = parseOptions([]string{"-backend-max-conns", "16", "-backend-pipeline", "8"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	requireEqual(t, "max-pending-upgrades", o.engine.MaxPending, 8)
-	requireEqual(t, "queued messages", o.engine.MaxQueued, 32*16)
 }
 
 // -sign-key: off by default, read from WSBRIDGE_SIGN_KEY, the first key

@@ -87,7 +87,6 @@ func run(o *options) error {
 		StuckAfter: o.backendStuckAfter,
 		MaxStuck:   stuck,
 		Pipeline:   o.backendPipeline,
-		Budget:     o.backendBudget,
 		Timeout:    o.backendTimeout,
 		Observe:    metrics.ObserveBackend,
 		Logger:     log.Named("bridge"),
