@@ -12,9 +12,8 @@
 # backend as docs/tuning.md describes ($PIPELINED, by default 16 backend
 # connections carrying up to 16 pipelined requests each).
 #
-# Environment: CONTENDERS (default "wsbridge wsbridge-pipelined"; also
-# wsbridge-nopipe, a socket per backend call as the defaults were before
-# adaptive pipelining), RUNS (default "idle throughput handshake push
+# Environment: CONTENDERS (default "wsbridge wsbridge-pipelined"; "peer"
+# is added with --peer), RUNS (default "idle throughput handshake push
 # fixed"), TCONNS (closed-loop connections of the throughput run, default
 # 200), FIXED_RATES (default "5000 10000" msg/s), BACKEND_ARGS (flags
 # for the mock backend, e.g. "-delay 20ms -workers 32" for a PHP-FPM-like
@@ -295,10 +294,6 @@ contender() {
       # shellcheck disable=SC2086 # $PIPELINED is a list of flags
       measure wsbridge-pipelined 127.0.0.1:7002 "$bin/wsbridge" -listen 127.0.0.1:7001 -admin 127.0.0.1:7002 \
         -backend http://127.0.0.1:8000/ -log-level warn ${PIPELINED:--backend-max-conns 16 -backend-pipeline 16 -max-pending-upgrades 512} ;;
-    wsbridge-nopipe)
-      # The defaults before adaptive pipelining: a socket per call.
-      measure wsbridge-nopipe 127.0.0.1:7002 "$bin/wsbridge" -listen 127.0.0.1:7001 -admin 127.0.0.1:7002 \
-        -backend http://127.0.0.1:8000/ -log-level warn -backend-pipeline 1 ;;
     peer) measure peer 127.0.0.1:7001 "$peer" ;;
   esac
 }
@@ -337,7 +332,7 @@ if ((ramp)); then
 else
   touch "$out/results.jsonl"
   read -ra contenders <<<"${CONTENDERS:-wsbridge wsbridge-pipelined}"
-  [[ -n $peer ]] && contenders+=(peer)
+  [[ -n $peer && " ${contenders[*]} " != *" peer "* ]] && contenders+=(peer)
   for ((r = 1; r <= rounds; r++)); do
     # Rotate the order each round, so no contender always runs first or last.
     for ((k = 0; k < ${#contenders[@]}; k++)); do
