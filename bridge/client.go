@@ -103,6 +103,7 @@ type Client struct {
 	all      []*worker // every worker, for watchStuck
 	minIdle  int       // fewest idle workers seen by a call since the last retirement
 	retire   int       // idle workers asked to exit
+	woken    int       // idle workers signalled and not yet running
 	stop     chan struct{}
 	closed   bool
 
@@ -236,17 +237,25 @@ func (c *Client) pushLocked(call *Call) {
 	c.queued++
 }
 
-// wakeAndUnlock gets a worker to the queue, which has n new calls: it
-// wakes idle workers or, when none is idle, starts one (see roomLocked).
-// c.mu is held on entry and released.
+// wakeAndUnlock gets workers to the queue, which has n new calls: it
+// wakes idle workers not already woken or, when there are none, starts one
+// (see roomLocked); a worker that takes a call while more wait and none is
+// free starts the next (worker). c.mu is held on entry and released.
 func (c *Client) wakeAndUnlock(n int) {
 	var w *worker
+	free := c.idle - c.woken
 	switch {
-	case c.idle == 0 && c.roomLocked() > 0:
-		w = c.addWorkerLocked()
-	case n == 1:
-		c.cond.Signal()
-	case c.idle > 0:
+	case free <= 0:
+		if c.roomLocked() > 0 {
+			w = c.addWorkerLocked()
+		}
+	case n < free:
+		c.woken += n
+		for range n {
+			c.cond.Signal()
+		}
+	default:
+		c.woken = c.idle
 		c.cond.Broadcast()
 	}
 	c.mu.Unlock()
@@ -338,6 +347,7 @@ func (c *Client) retireIdle(every time.Duration) {
 		c.mu.Lock()
 		if n := min(c.minIdle, c.idle) - c.retire; n > 0 {
 			c.retire += n
+			c.woken = min(c.idle, c.woken+n)
 			for range n {
 				c.cond.Signal()
 			}
@@ -378,6 +388,7 @@ func (c *Client) worker(w *worker) {
 			c.idle++
 			c.cond.Wait()
 			c.idle--
+			c.woken = max(0, c.woken-1)
 		}
 		if c.head == nil && (c.closed || c.retire > 0) {
 			if !c.closed {
@@ -398,8 +409,18 @@ func (c *Client) worker(w *worker) {
 		for range n {
 			batch = append(batch, c.pop())
 		}
+		// Calls still waiting with no worker free to take them: start the
+		// next worker, so that a burst which found one idle worker fans out
+		// instead of waiting in line behind it.
+		var next *worker
+		if c.queued > c.idle-c.woken+c.starting && c.roomLocked() > 0 {
+			next = c.addWorkerLocked()
+		}
 		w.since.Store(Now())
 		c.mu.Unlock()
+		if next != nil {
+			go c.worker(next)
+		}
 		c.doBatch(&w.p, batch, errs)
 		clear(batch) // do not keep finished calls reachable
 		w.since.Store(0)
