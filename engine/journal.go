@@ -43,7 +43,9 @@ func (s *Server) UseJournal(j *journal.Journal, orphans []journal.Entry) {
 	s.j = j
 	rp := &s.replay
 	rp.s = s
-	rp.max = max(1, min(64, s.backend.MaxConns()/4))
+	// A quarter of -backend-max-conns (at most 64): the live clients keep
+	// the rest of the backend pool while the replay runs.
+	rp.max = max(1, min(64, (s.backend.MaxConns()-s.backend.MaxStuck())/4))
 	byID := make(map[string]*conn)
 	for i := range orphans {
 		e := &orphans[i]
