@@ -123,4 +123,3 @@ func TestJournaledUpgradeAllocs(t *testing.T) {
 		t.Fatalf("the journal adds %.1f allocations per upgrade, want at most %d (one loop wake-up per batch) + 1", extra, allocsPerWake)
 	}
 }
-
