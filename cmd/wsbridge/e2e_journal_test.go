@@ -250,8 +250,11 @@ func TestJournalCrashDuringReplay(t *testing.T) {
 	slow.Store(true)
 	var lastMu sync.Mutex
 	var last string // the last orphan DELETE the backend answered
+	var busy atomic.Int64
 	opts := backend.Options{Record: true, Hook: func(ctx *fasthttp.RequestCtx, c *backend.Call) bool {
 		if c.Method == "DELETE" && c.CloseCode == "1006" {
+			busy.Add(1)
+			defer busy.Add(-1)
 			if slow.Load() {
 				time.Sleep(5 * time.Millisecond)
 			}
@@ -287,6 +290,14 @@ func TestJournalCrashDuringReplay(t *testing.T) {
 		return nil
 	})
 	kill9(t, p2)
+	// The DELETE in flight at the kill may still be in the backend's
+	// hands: it counts once the backend is done with it.
+	waitFor(t, 10*time.Second, func() error {
+		if n := busy.Load(); n != 0 {
+			return fmt.Errorf("%d orphan DELETEs still in the backend", n)
+		}
+		return nil
+	})
 	lastMu.Lock()
 	inFlight := last
 	lastMu.Unlock()
