@@ -152,6 +152,7 @@ func (c *conn) Finished(r bridge.Reply) {
 	case bridge.POST:
 		c.onPOST(&r)
 	case bridge.DELETE:
+		c.journalGone(&r)
 		c.onDELETE()
 	}
 }

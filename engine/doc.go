@@ -38,6 +38,8 @@
 //	loop.go       the per-loop mailbox and timing wheel
 //	registry.go   the ClientId registry; admin.go push, kick and info (the
 //	              admin HTTP API is engine/adminapi)
+//	journal.go    -journal (bridge/journal): the opened record before the
+//	              101, gone once the DELETE is answered, the orphans' replay
 //
 // One message's path (engine/ never builds a backend request: it hands
 // bridge.Session plain values and gets a bridge.Reply back):

@@ -53,6 +53,8 @@ func (c *conn) readHandshake() gnet.Action {
 		ref = &refMaxPending
 	case s.backend.Shedding():
 		ref = &refCircuitOpen
+	case s.jbroken.Load():
+		ref = &refJournal
 	}
 	if ref != nil {
 		c.refuse(*ref)
@@ -245,11 +247,10 @@ func (c *conn) onGET(r *bridge.Reply) {
 		if p := r.Protocol; len(p) > 0 && protocol.ProtocolOffered(s2b(c.side.offered), p) {
 			c.side.chosen = string(p)
 		}
-		if s.reg.accepted(c) == roleOwner {
-			c.open()
-		} else {
-			c.setPhase(phTakeover)
+		if s.j != nil && c.record() {
+			return // journalRelease goes on once the record is written
 		}
+		c.accept()
 		return
 	}
 	c.uncount()
@@ -280,6 +281,16 @@ func (c *conn) onGET(r *bridge.Reply) {
 		c.refuse(refBackendError)
 	}
 	c.l.closeConn(c)
+}
+
+// accept goes on with an accepted GET: the 101 now, or once the
+// connection it replaces is gone.
+func (c *conn) accept() {
+	if c.l.srv.reg.accepted(c) == roleOwner {
+		c.open()
+	} else {
+		c.setPhase(phTakeover)
+	}
 }
 
 // open sends the 101 and starts the message flow.

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -20,6 +21,7 @@ const (
 	taskOpen                    // the replaced connection's DELETE is answered: send 101
 	taskAdmin                   // push, kick or info from the admin API
 	taskTick                    // advance the timing wheel
+	taskJournal                 // opened records are written: release the upgrades waiting for them (journal.go)
 )
 
 // task is one unit of work for a loop, posted from any goroutine.
@@ -53,6 +55,15 @@ type loop struct {
 	wbuf    []byte // frames and responses being written; valid until the next write
 	idbuf   []byte // X-Forwarded-For being formatted
 	iov     [2][]byte
+
+	// The journal (journal.go): upgrades waiting for their opened record,
+	// sorted by seq; joldest (jq[0]'s seq, 0 when none) and jposted (a
+	// taskJournal is queued) are read by the journal's writer.
+	jq      []jwait
+	jready  []jwait
+	jbuf    []byte
+	joldest atomic.Uint64
+	jposted atomic.Bool
 }
 
 func newLoop(s *Server, el gnet.EventLoop) *loop {
@@ -111,6 +122,8 @@ func (l *loop) run(t *task) {
 		}
 	case taskAdmin:
 		c.onAdmin(t.admin)
+	case taskJournal:
+		l.journalRelease()
 	case taskTick:
 		l.now = l.srv.tick()
 		l.wheel.advance(l.now, (*conn).onTimer)

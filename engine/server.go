@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/bridge/journal"
 	"github.com/wsbridge/wsbridge/protocol"
 )
 
@@ -117,6 +118,9 @@ type Server struct {
 	forced                                          atomic.Bool  // the drain window is over: close every client now
 	owed                                            atomic.Int64 // accepted connections whose DELETE is not answered yet
 	origins                                         [][]byte
+	j                                               *journal.Journal // -journal; nil when off (journal.go)
+	jbroken                                         atomic.Bool      // a journal write failed: upgrades get 503
+	replay                                          replay           // the orphans' DELETEs
 	retryValues                                     [][]byte
 
 	loopsMu sync.Mutex
@@ -260,6 +264,7 @@ func (s *Server) Start() error {
 		}
 	}
 	go s.ticker()
+	s.replay.start()
 	return nil
 }
 
@@ -467,7 +472,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		defer w.Stop()
 		windowOver = w.C
 	}
-	for s.wsConns.Load() > 0 || s.backend.Pending() > 0 {
+	for s.wsConns.Load() > 0 || s.backend.Pending() > 0 || s.replay.left.Load() > 0 {
 		select {
 		case <-ctx.Done():
 			owed, calls := s.owed.Load(), s.backend.Pending()

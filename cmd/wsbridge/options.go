@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wsbridge/wsbridge/bridge/journal"
 	"github.com/wsbridge/wsbridge/bridge/sign"
 	"github.com/wsbridge/wsbridge/engine"
 )
@@ -31,6 +32,12 @@ type options struct {
 	logFormat       string
 	demo            bool
 	signer          *sign.Signer // -sign-key; nil = calls unsigned
+
+	// journalDir is -journal (empty = off); journalSync and journalEvery
+	// are -journal-sync parsed (journal.ParseSync).
+	journalDir   string
+	journalSync  journal.Sync
+	journalEvery time.Duration
 
 	// backendStuckAfter and backendStuckConns: see bridge.Config StuckAfter
 	// and MaxStuck. backendStuckConns < 0 is worked out at start from the
@@ -139,6 +146,9 @@ func parseOptions(args, env []string) (*options, error) {
 	fs.BoolVar(&o.demo, "demo", false, "also start a built-in echo backend and point -backend at it")
 	var signKey string
 	fs.StringVar(&signKey, "sign-key", "", "sign every backend call (RFC 9421 hmac-sha256, with Wsbridge-Seq and Content-Digest) with the first of these comma-separated `keyid=secret` pairs (empty = unsigned; the others are for the backend's verifier during a rotation)")
+	fs.StringVar(&o.journalDir, "journal", "", "crash-safe DELETEs: record every accepted connection in this `directory` (local disk, one per process) so that after a crash (kill -9, OOM) the next start sends the DELETEs the dead process owed (Wsbridge-Close-Code 1006); empty = off. See docs/protocol.md, \"Crash-safe DELETE\"")
+	journalSync := "never"
+	fs.StringVar(&journalSync, "journal-sync", "never", "-journal's fsync policy, for power cuts (a killed process loses nothing under any): never (the kernel writes back within ~30 s), always (fsync before each 101), or a `duration` (fsync every interval, off the upgrade path)")
 
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -231,6 +241,11 @@ func parseOptions(args, env []string) (*options, error) {
 			errs = append(errs, fmt.Errorf("-sign-key: %w", err))
 		}
 		o.signer = s
+	}
+	if sy, every, err := journal.ParseSync(journalSync); err != nil {
+		errs = append(errs, fmt.Errorf("-journal-sync: %w", err))
+	} else {
+		o.journalSync, o.journalEvery = sy, every
 	}
 	switch o.logFormat {
 	case "json", "console":

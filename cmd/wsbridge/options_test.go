@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wsbridge/wsbridge/bridge/journal"
 )
 
 func TestOptionsDefaults(t *testing.T) {
@@ -144,5 +146,33 @@ func TestOptionsSignKey(t *testing.T) {
 	_, err = parseOptions([]string{"-sign-key", "a=s3cret-a,a=s3cret-b"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "-sign-key") || strings.Contains(err.Error(), "s3cret") {
 		t.Fatalf("duplicate keyid: got %v, want an error naming -sign-key without the secret", err)
+	}
+}
+
+// -journal and -journal-sync: off and never by default, read from
+// WSBRIDGE_JOURNAL and WSBRIDGE_JOURNAL_SYNC, a bad policy refused.
+func TestOptionsJournal(t *testing.T) {
+	o, err := parseOptions(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireEqual(t, "journal off", o.journalDir, "")
+	requireEqual(t, "journal-sync default", o.journalSync, journal.SyncNever)
+	o, err = parseOptions([]string{"-journal-sync", "250ms"}, []string{"WSBRIDGE_JOURNAL=/var/lib/wsbridge", "WSBRIDGE_JOURNAL_SYNC=always"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireEqual(t, "journal from env", o.journalDir, "/var/lib/wsbridge")
+	requireEqual(t, "journal-sync flag beats env", o.journalSync, journal.SyncInterval)
+	requireEqual(t, "journal-sync interval", o.journalEvery, 250*time.Millisecond)
+	o, err = parseOptions(nil, []string{"WSBRIDGE_JOURNAL_SYNC=always"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireEqual(t, "journal-sync always", o.journalSync, journal.SyncAlways)
+	for _, bad := range []string{"sometimes", "-1s", "0"} {
+		if _, err := parseOptions([]string{"-journal-sync", bad}, nil); err == nil || !strings.Contains(err.Error(), "-journal-sync") {
+			t.Errorf("-journal-sync %s: got %v, want an error naming -journal-sync", bad, err)
+		}
 	}
 }

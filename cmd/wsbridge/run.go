@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/bridge/journal"
 	"github.com/wsbridge/wsbridge/engine"
 	"github.com/wsbridge/wsbridge/engine/adminapi"
 	"github.com/wsbridge/wsbridge/sysctl"
@@ -101,6 +102,25 @@ func run(o *options) error {
 	srv, err := engine.New(o.engine, backend, metrics, log.Named("engine"))
 	if err != nil {
 		return err
+	}
+	if o.journalDir != "" {
+		// Before the listener: the orphans' ClientIds are registered as
+		// awaiting their DELETE before any client can reconnect.
+		j, rec, err := journal.Open(o.journalDir, journal.Options{
+			Sync: o.journalSync, SyncEvery: o.journalEvery,
+			OnWritten: srv.JournalWritten, Logger: log,
+		})
+		if err != nil {
+			return fmt.Errorf("-journal: %w", err)
+		}
+		defer func() {
+			if err := j.Close(); err != nil {
+				log.Error("journal close", zap.Error(err))
+			}
+		}()
+		log.Info("journal", zap.String("dir", j.Dir()), zap.String("sync", o.journalSync.String()),
+			zap.Int("orphans", len(rec.Orphans)), zap.Int("damaged_files", len(rec.Damage)))
+		srv.UseJournal(j, rec.Orphans)
 	}
 	if err := srv.Start(); err != nil {
 		return err
