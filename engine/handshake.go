@@ -110,6 +110,7 @@ func (c *conn) readHandshake() gnet.Action {
 		c.startGET(replaces)
 	} else {
 		l.wheel.schedule(c, l.now+s.holdTicks)
+		s.replay.hurry(c.clientID())
 	}
 	return gnet.None
 }

@@ -66,8 +66,10 @@ func (s *Server) UseJournal(j *journal.Journal, orphans []journal.Entry) {
 		rp.todo = append(rp.todo, &orphan{rp: rp, e: *e, owner: owner})
 	}
 	rp.owners = make(map[*conn]int, len(byID))
+	rp.byID = make(map[string][]*orphan, len(byID))
 	for _, o := range rp.todo {
 		rp.owners[o.owner]++
+		rp.byID[string(o.e.ClientID)] = append(rp.byID[string(o.e.ClientID)], o)
 	}
 	rp.left.Store(int64(len(rp.todo)))
 	s.metrics.watchJournal(s)
@@ -198,7 +200,8 @@ type replay struct {
 	todo     []*orphan
 	next     int
 	inflight int
-	owners   map[*conn]int // orphans per ClientId's stand-in owner not yet finished
+	owners   map[*conn]int        // orphans per ClientId's stand-in owner not yet finished
+	byID     map[string][]*orphan // orphans not yet sent, by ClientId (see hurry)
 
 	left       atomic.Int64  // orphans whose DELETE has not finished
 	replayed   atomic.Uint64 // orphan DELETEs answered (recorded gone)
@@ -213,6 +216,7 @@ type orphan struct {
 	rp    *replay
 	e     journal.Entry
 	owner *conn
+	sent  bool // rp.mu
 }
 
 // start sends the first DELETEs (after the listener is up).
@@ -230,13 +234,44 @@ func (rp *replay) start() {
 	}
 }
 
-// takeLocked takes up to n orphans to send; rp.mu is held.
+// takeLocked takes up to n orphans to send, in the journal's order,
+// skipping those hurry sent; rp.mu is held.
 func (rp *replay) takeLocked(n int) []*orphan {
-	k := min(n, len(rp.todo)-rp.next)
-	out := rp.todo[rp.next : rp.next+k]
-	rp.next += k
-	rp.inflight += k
+	var out []*orphan
+	for ; len(out) < n && rp.next < len(rp.todo); rp.next++ {
+		if o := rp.todo[rp.next]; !o.sent {
+			o.sent = true
+			out = append(out, o)
+		}
+	}
+	rp.inflight += len(out)
 	return out
+}
+
+// hurry sends at once the DELETEs of id's orphans not sent yet: a client
+// that reconnects while its lost connection's DELETE waits in a long
+// replay is held until that DELETE is answered, and should not also wait
+// for every orphan before it. It exceeds the replay's bound by those few
+// DELETEs. Called from an event loop for a held upgrade; cheap when id
+// has no orphan.
+func (rp *replay) hurry(id string) {
+	if rp.left.Load() == 0 {
+		return
+	}
+	rp.mu.Lock()
+	var out []*orphan
+	for _, o := range rp.byID[id] {
+		if !o.sent {
+			o.sent = true
+			out = append(out, o)
+		}
+	}
+	delete(rp.byID, id)
+	rp.inflight += len(out)
+	rp.mu.Unlock()
+	for _, o := range out {
+		rp.submit(o)
+	}
 }
 
 func (rp *replay) submit(o *orphan) {

@@ -426,3 +426,45 @@ func TestJournalCorruptTail(t *testing.T) {
 	waitDeletes(t, b, 10, 30*time.Second)
 	rawUpgrade(t, p2.ws, "jt-new")
 }
+
+// TestJournalReconnectJumpsTheReplay: a client reconnecting while its lost
+// connection's DELETE still waits in a long replay does not wait for the
+// whole replay: its orphan's DELETE goes next, and its 101 follows that
+// DELETE's answer, while the other orphans' DELETEs are still held.
+func TestJournalReconnectJumpsTheReplay(t *testing.T) {
+	const n = 300
+	other := newGate() // every orphan DELETE but jj-250's
+	b := newBackend(t, backend.Options{Hook: func(ctx *fasthttp.RequestCtx, c *backend.Call) bool {
+		if c.Method == "DELETE" && c.CloseCode == "1006" && c.ClientID != "jj-250" {
+			<-other.ch
+		}
+		return false
+	}})
+	other.openAtEnd(t)
+	dir := t.TempDir()
+	p1 := startBridge(t, b.URL, "-journal", dir)
+	conns := rawUpgradeMany(t, p1.ws, "jj", n, 8)
+	kill9(t, p1)
+	for _, r := range conns {
+		r.conn.Close()
+	}
+	// 8 backend sockets: the replay sends 2 DELETEs at a time.
+	p2 := startBridge(t, b.URL, "-journal", dir, "-backend-max-conns", "8")
+	again := rawDial(t, p2.ws)
+	again.send(upgradeRequest("jj-250"))
+	resp, body := again.response()
+	if resp.StatusCode != 101 {
+		t.Fatalf("reconnect behind a held replay: got %d %q, want 101", resp.StatusCode, body)
+	}
+	calls := b.Calls("jj-250")
+	if len(calls) != 3 || calls[1].Method != "DELETE" || calls[1].CloseCode != "1006" || calls[2].Method != "GET" {
+		var got []string
+		for _, c := range calls {
+			got = append(got, c.Method+" "+c.ConnID)
+		}
+		t.Fatalf("jj-250's calls: %v, want GET, DELETE (orphan), GET", got)
+	}
+	if got := b.Deletes.Load(); got > 10 {
+		t.Errorf("%d DELETEs answered before the reconnect's 101; the others should still be held", got)
+	}
+}
