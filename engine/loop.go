@@ -20,6 +20,8 @@ const (
 	taskOpen                    // the replaced connection's DELETE is answered: send 101
 	taskAdmin                   // push, kick or info from the admin API
 	taskTick                    // advance the timing wheel
+	taskPublish                 // deliver a channel message to the loop's subscribers
+	taskMembers                 // list the loop's subscribers of a channel
 )
 
 // task is one unit of work for a loop, posted from any goroutine.
@@ -29,6 +31,8 @@ type task struct {
 	call     *bridge.Call
 	admin    *adminReq
 	replaces uint64
+	pub      *publication // taskPublish
+	presence *presenceReq // taskMembers
 }
 
 // loop is wsbridge's state for one gnet event loop. The mailbox fields
@@ -53,6 +57,10 @@ type loop struct {
 	wbuf    []byte // frames and responses being written; valid until the next write
 	idbuf   []byte // X-Forwarded-For being formatted
 	iov     [2][]byte
+
+	// Channels (channel.go): nil until the loop's first subscription.
+	chans  map[string]*loopChan  // channel name → its subscribers on this loop
+	member map[*conn][]*loopChan // subscribed connection → its channels
 }
 
 func newLoop(s *Server, el gnet.EventLoop) *loop {
@@ -111,6 +119,10 @@ func (l *loop) run(t *task) {
 		}
 	case taskAdmin:
 		c.onAdmin(t.admin)
+	case taskPublish:
+		l.deliver(t.pub)
+	case taskMembers:
+		l.listSubscribers(t.presence)
 	case taskTick:
 		l.now = l.srv.tick()
 		l.wheel.advance(l.now, (*conn).onTimer)

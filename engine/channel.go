@@ -1,0 +1,461 @@
+package engine
+
+import (
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"go.uber.org/zap"
+
+	"github.com/wsbridge/wsbridge/protocol"
+)
+
+// Channels on one node (docs/protocol.md, "Channels").
+//
+// Each loop indexes its own subscribers: loop.chans maps a channel name to
+// the loop's subscribers of it, loop.member a subscribed connection to its
+// channels. Both belong to the loop's goroutine and are nil until its first
+// subscription; a connection in no channel costs nothing (one bit,
+// fMoreSubscribed, says whether it is in loop.member).
+//
+// Node-wide, Server.chans maps a channel name to the loops that hold its
+// subscribers and the node's subscriber count (nodeChan). A loop joins a
+// nodeChan when it gets its first subscriber of the channel and leaves when
+// it loses its last; only then is the node-wide lock taken.
+//
+// Publish frames the message once and posts one task per loop in the
+// channel's nodeChan, under the node-wide lock: every loop's mailbox is
+// FIFO (loop.post appends under the mailbox's mutex and Run takes the tasks
+// in order), so messages published one after the other (one admin
+// connection's publishes are: each is answered before the next is read)
+// reach each subscriber in publish order. The frame is one []byte shared,
+// read-only, by every subscriber's write on every loop: gnet's Write copies
+// what the socket does not take at once into the connection's own buffer.
+
+// chanReject is why a subscription was refused: the label of
+// wsbridge_channel_rejected_total.
+type chanReject uint8
+
+const (
+	rejBadName chanReject = iota // not 1–128 of A–Z a–z 0–9 . _ ~ - :
+	rejTooMany                   // the connection is in -max-channels channels already
+	numChanRejects
+)
+
+// String is the metric label.
+func (r chanReject) String() string {
+	switch r {
+	case rejBadName:
+		return "bad_name"
+	case rejTooMany:
+		return "too_many"
+	}
+	return "unknown"
+}
+
+// loopChan is one channel's subscribers on one loop.
+type loopChan struct {
+	name string
+	node *nodeChan
+	subs map[*conn]struct{}
+}
+
+// nodeChan is one channel on the node: the loops holding its subscribers
+// (under channels.mu) and how many subscribers they hold in all.
+type nodeChan struct {
+	count atomic.Int64
+	loops []*loop
+}
+
+// channels is the node-wide channel table.
+type channels struct {
+	mu sync.Mutex
+	m  map[string]*nodeChan
+
+	// OnChannel calls, in order, and whether a goroutine is making them.
+	on        func(ch string, active bool)
+	events    []chanEvent
+	notifying bool
+}
+
+type chanEvent struct {
+	ch     string
+	active bool
+}
+
+// join records that l holds subscribers of ch and returns the channel's
+// nodeChan. On l's goroutine, when l gets its first subscriber of ch.
+func (cs *channels) join(ch string, l *loop) *nodeChan {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	nc := cs.m[ch]
+	if nc == nil {
+		if cs.m == nil {
+			cs.m = make(map[string]*nodeChan)
+		}
+		nc = &nodeChan{}
+		cs.m[ch] = nc
+		cs.notify(ch, true)
+	}
+	nc.loops = append(nc.loops, l)
+	return nc
+}
+
+// leave records that l holds no more subscribers of ch.
+func (cs *channels) leave(ch string, nc *nodeChan, l *loop) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if i := slices.Index(nc.loops, l); i >= 0 {
+		nc.loops = slices.Delete(nc.loops, i, i+1)
+	}
+	if len(nc.loops) == 0 && cs.m[ch] == nc {
+		delete(cs.m, ch)
+		cs.notify(ch, false)
+	}
+}
+
+// notify queues an OnChannel call; cs.mu is held, so the calls are queued
+// in the order the changes happened. One goroutine at a time makes them.
+func (cs *channels) notify(ch string, active bool) {
+	if cs.on == nil {
+		return
+	}
+	cs.events = append(cs.events, chanEvent{ch, active})
+	if !cs.notifying {
+		cs.notifying = true
+		go cs.run()
+	}
+}
+
+func (cs *channels) run() {
+	for {
+		cs.mu.Lock()
+		evs := cs.events
+		cs.events = nil
+		if len(evs) == 0 {
+			cs.notifying = false
+			cs.mu.Unlock()
+			return
+		}
+		cs.mu.Unlock()
+		for _, e := range evs {
+			cs.on(e.ch, e.active)
+		}
+	}
+}
+
+// publication is one channel message on its way to the loops. Every field
+// is read-only once posted: the loops share it.
+type publication struct {
+	ch      string
+	frame   []byte // the whole frame, header and payload, built once
+	n       int    // payload bytes
+	exclude string // a ClientId that does not get it ("" for none)
+}
+
+// Publish sends payload to every subscriber of ch on this node except the
+// connection whose ClientId is exclude (nil for none). The frame is built
+// once and shared; the delivery happens on each subscriber's loop after
+// Publish returns. A subscriber over -max-outbound is closed with 1013 and
+// the others get the message. It returns the node's subscriber count of
+// ch (exclude included). Safe from any goroutine; payload is not retained.
+func (s *Server) Publish(ch string, payload []byte, binary bool, exclude []byte) (subscribers int) {
+	s.metrics.chanPublishes.Inc()
+	s.chans.mu.Lock()
+	defer s.chans.mu.Unlock()
+	nc := s.chans.m[ch]
+	if nc == nil {
+		return 0
+	}
+	op := ws.OpText
+	if binary {
+		op = ws.OpBinary
+	}
+	p := &publication{
+		ch:      ch,
+		frame:   protocol.AppendFrame(make([]byte, 0, len(payload)+ws.MaxHeaderSize), op, payload),
+		n:       len(payload),
+		exclude: string(exclude),
+	}
+	// Posted under the lock: a publish after this one cannot overtake it
+	// on any loop.
+	for _, l := range nc.loops {
+		l.post(task{kind: taskPublish, pub: p})
+	}
+	return int(nc.count.Load())
+}
+
+// Subscribe joins the open connection holding id to ch: 200 (also when it
+// is in ch already), 404 (no such open connection), 400 (a bad name) or
+// 409 (it is in -max-channels channels already).
+func (s *Server) Subscribe(id []byte, ch string) int {
+	if !protocol.ValidChannel(s2b(ch)) {
+		s.metrics.chanRejected[rejBadName].Inc()
+		return http.StatusBadRequest
+	}
+	return s.chanCall(id, adminSubscribe, ch)
+}
+
+// Unsubscribe takes the open connection holding id out of ch: 200 (also
+// when it was not in ch) or 404 (no such open connection).
+func (s *Server) Unsubscribe(id []byte, ch string) int {
+	if !protocol.ValidChannel(s2b(ch)) {
+		return http.StatusOK // it cannot be in a channel of that name
+	}
+	return s.chanCall(id, adminUnsubscribe, ch)
+}
+
+func (s *Server) chanCall(id []byte, kind adminKind, ch string) int {
+	req := adminPool.Get().(*adminReq)
+	req.kind, req.reason = kind, ch
+	lost := s.call(id, req)
+	status := req.status
+	if !lost {
+		req.reason = ""
+		adminPool.Put(req)
+	}
+	return status
+}
+
+// presenceReq asks loops for their subscribers of a channel; each loop
+// sends its list on out (buffered for every loop asked: a late loop never
+// blocks).
+type presenceReq struct {
+	ch    string
+	limit int
+	out   chan []string
+}
+
+// Channel returns the node's subscriber count of ch and up to limit of
+// their ClientIds, sorted.
+func (s *Server) Channel(ch string, limit int) (count int, ids []string) {
+	s.chans.mu.Lock()
+	nc := s.chans.m[ch]
+	if nc == nil {
+		s.chans.mu.Unlock()
+		return 0, []string{}
+	}
+	loops := slices.Clone(nc.loops)
+	count = int(nc.count.Load())
+	if limit > 0 {
+		// Asked under the lock, so the lists come after every publish
+		// before, like a message would.
+		req := &presenceReq{ch: ch, limit: limit, out: make(chan []string, len(loops))}
+		for _, l := range loops {
+			l.post(task{kind: taskMembers, presence: req})
+		}
+		s.chans.mu.Unlock()
+		t := time.NewTimer(adminWait) // loops never block: reached only while the engine stops
+		defer t.Stop()
+	wait:
+		for range loops {
+			select {
+			case part := <-req.out:
+				ids = append(ids, part...)
+			case <-t.C:
+				break wait
+			}
+		}
+	} else {
+		s.chans.mu.Unlock()
+	}
+	slices.Sort(ids)
+	if len(ids) > limit {
+		ids = ids[:max(limit, 0)]
+	}
+	if ids == nil {
+		ids = []string{}
+	}
+	return count, ids
+}
+
+// listSubscribers answers a presenceReq on the loop.
+func (l *loop) listSubscribers(req *presenceReq) {
+	var ids []string
+	if lc := l.chans[req.ch]; lc != nil {
+		ids = make([]string, 0, min(len(lc.subs), req.limit))
+		for c := range lc.subs {
+			if len(ids) == req.limit {
+				break
+			}
+			ids = append(ids, c.clientID())
+		}
+	}
+	req.out <- ids
+}
+
+// deliver writes a channel message to the loop's subscribers.
+func (l *loop) deliver(p *publication) {
+	lc := l.chans[p.ch]
+	if lc == nil {
+		return // the last subscriber here left after the publish
+	}
+	var sent, dropped int
+	// A subscriber closed as a slow consumer leaves lc.subs (and lc may
+	// leave l.chans) during the range: deleting from a map being ranged
+	// over is safe, and it is not visited again.
+	for c := range lc.subs {
+		if p.exclude != "" && c.clientID() == p.exclude {
+			continue
+		}
+		switch c.sendShared(p.frame, p.n) {
+		case sharedSent:
+			sent++
+		case sharedDropped:
+			dropped++
+		}
+	}
+	m := l.srv.metrics
+	if sent > 0 {
+		m.chanDeliveries.Add(float64(sent))
+		m.messagesOut.Add(float64(sent))
+	}
+	if dropped > 0 {
+		m.chanDrops.Add(float64(dropped))
+	}
+}
+
+type sharedOutcome uint8
+
+const (
+	sharedSent    sharedOutcome = iota
+	sharedDropped               // over -max-outbound: closed with 1013
+	sharedSkipped               // the connection is not open (its socket is gone)
+)
+
+// sendShared writes a frame built once for many connections (a channel
+// message). It is send's check for a push — a frame that would pass
+// -max-outbound is not written and the client is closed as a slow consumer
+// (1013) — with send's per-connection counters; the caller counts
+// messages_total for the whole batch. frame is only read; gnet copies what
+// the socket does not take at once.
+func (c *conn) sendShared(frame []byte, n int) sharedOutcome {
+	if c.gc == nil || c.phase != phOpen {
+		return sharedSkipped
+	}
+	if c.gc.OutboundBuffered()+len(frame) > c.l.srv.cfg.MaxOutbound {
+		c.closeWith(crSlowConsumer, 0, "slow consumer")
+		return sharedDropped
+	}
+	c.msgsOut++
+	c.bytesOut += uint64(n)
+	c.write(frame)
+	return sharedSent
+}
+
+// join subscribes c to the channel name (c is open, on its loop): 200 (or
+// already in it), 400 for a bad name, 409 past -max-channels; the refusals
+// are counted.
+func (c *conn) join(name []byte) int {
+	l, s := c.l, c.l.srv
+	if !protocol.ValidChannel(name) {
+		s.metrics.chanRejected[rejBadName].Inc()
+		return http.StatusBadRequest
+	}
+	var chs []*loopChan
+	if c.more&fMoreSubscribed != 0 {
+		chs = l.member[c]
+		for _, lc := range chs {
+			if lc.name == string(name) {
+				return http.StatusOK
+			}
+		}
+	}
+	if len(chs) >= s.cfg.MaxChannels {
+		s.metrics.chanRejected[rejTooMany].Inc()
+		return http.StatusConflict
+	}
+	lc := l.chans[string(name)]
+	if lc == nil {
+		if l.chans == nil {
+			l.chans = make(map[string]*loopChan)
+			l.member = make(map[*conn][]*loopChan)
+		}
+		ch := string(name)
+		lc = &loopChan{name: ch, subs: make(map[*conn]struct{}), node: s.chans.join(ch, l)}
+		l.chans[ch] = lc
+	}
+	lc.subs[c] = struct{}{}
+	lc.node.count.Add(1)
+	l.member[c] = append(chs, lc)
+	c.more |= fMoreSubscribed
+	s.metrics.chanSubs.Inc()
+	return http.StatusOK
+}
+
+// leave takes c out of the channel name, if it is in it.
+func (c *conn) leave(name []byte) {
+	if c.more&fMoreSubscribed == 0 {
+		return
+	}
+	l := c.l
+	chs := l.member[c]
+	i := slices.IndexFunc(chs, func(lc *loopChan) bool { return lc.name == string(name) })
+	if i < 0 {
+		return
+	}
+	lc := chs[i]
+	chs[i] = chs[len(chs)-1]
+	chs[len(chs)-1] = nil
+	if chs = chs[:len(chs)-1]; len(chs) == 0 {
+		delete(l.member, c)
+		c.more &^= fMoreSubscribed
+	} else {
+		l.member[c] = chs
+	}
+	l.unsubscribe(lc, c)
+}
+
+// leaveChannels ends every subscription of c: its connection is ending
+// (end). A newer connection with the same ClientId does not inherit them.
+func (c *conn) leaveChannels() {
+	if c.more&fMoreSubscribed == 0 {
+		return
+	}
+	l := c.l
+	chs := l.member[c]
+	delete(l.member, c)
+	c.more &^= fMoreSubscribed
+	for _, lc := range chs {
+		l.unsubscribe(lc, c)
+	}
+}
+
+func (l *loop) unsubscribe(lc *loopChan, c *conn) {
+	delete(lc.subs, c)
+	lc.node.count.Add(-1)
+	l.srv.metrics.chanSubs.Dec()
+	if len(lc.subs) == 0 {
+		delete(l.chans, lc.name)
+		l.srv.chans.leave(lc.name, lc.node, l)
+	}
+}
+
+// applyChannels applies a backend reply's Wsbridge-Subscribe (join) or
+// Wsbridge-Unsubscribe list to c. Empty list elements are skipped (RFC
+// 9110 §5.6.1); a bad name, or a join past -max-channels, is ignored,
+// counted and logged (sampled), and the connection stays.
+func (c *conn) applyChannels(list []byte, join bool) {
+	for rest := list; rest != nil && c.phase == phOpen; {
+		var name []byte
+		name, rest = protocol.NextChannel(rest)
+		if len(name) == 0 {
+			continue
+		}
+		if !join {
+			if protocol.ValidChannel(name) {
+				c.leave(name)
+				continue
+			}
+			c.l.srv.metrics.chanRejected[rejBadName].Inc()
+		} else if c.join(name) == http.StatusOK {
+			continue
+		}
+		if ce := c.l.srv.limited.Check(zap.WarnLevel, "ignored a channel in a backend's reply (bad name, or past -max-channels)"); ce != nil {
+			ce.Write(zap.String("client_id", c.clientID()), zap.ByteString("channel", name), zap.Bool("subscribe", join))
+		}
+	}
+}
