@@ -287,9 +287,48 @@ func (l *loop) listSubscribers(req *presenceReq) {
 	req.out <- ids
 }
 
+// maxJoined bounds the bytes of publications joined into one write per
+// subscriber (deliverRun); it stays well under -max-outbound, so that a
+// joined write is never what makes a subscriber slow.
+const maxJoined = 64 << 10
+
+// deliverRun delivers, when ts starts with several publications to the
+// same channel with the same exclude (a loop that fell behind on a busy
+// channel finds them queued together), their frames joined into one
+// buffer: one write per subscriber for all of them instead of one each,
+// in the same order. It returns how many tasks it delivered; 0 or 1 means
+// none (the caller runs the first task alone).
+func (l *loop) deliverRun(ts []task) int {
+	p := ts[0].pub
+	size, k := len(p.frame), 1
+	maxBytes := min(maxJoined, l.srv.cfg.MaxOutbound/4)
+	for ; k < len(ts) && ts[k].kind == taskPublish; k++ {
+		q := ts[k].pub
+		if q.ch != p.ch || q.exclude != p.exclude || size+len(q.frame) > maxBytes {
+			break
+		}
+		size += len(q.frame)
+	}
+	if k < 2 {
+		return k
+	}
+	buf, n := l.pubBuf[:0], 0
+	for i := range k {
+		buf = append(buf, ts[i].pub.frame...)
+		n += ts[i].pub.n
+	}
+	l.pubBuf = buf
+	l.deliverFrames(p.ch, p.exclude, buf, n, k)
+	return k
+}
+
 // deliver writes a channel message to the loop's subscribers.
-func (l *loop) deliver(p *publication) {
-	lc := l.chans[p.ch]
+func (l *loop) deliver(p *publication) { l.deliverFrames(p.ch, p.exclude, p.frame, p.n, 1) }
+
+// deliverFrames writes frames, msgs whole messages of n payload bytes in
+// all, to the loop's subscribers of ch but exclude.
+func (l *loop) deliverFrames(ch, exclude string, frames []byte, n, msgs int) {
+	lc := l.chans[ch]
 	if lc == nil {
 		return // the last subscriber here left after the publish
 	}
@@ -298,10 +337,10 @@ func (l *loop) deliver(p *publication) {
 	// leave l.chans) during the range: deleting from a map being ranged
 	// over is safe, and it is not visited again.
 	for c := range lc.subs {
-		if p.exclude != "" && c.clientID() == p.exclude {
+		if exclude != "" && c.clientID() == exclude {
 			continue
 		}
-		switch c.sendShared(p.frame, p.n) {
+		switch c.sendShared(frames, n, msgs) {
 		case sharedSent:
 			sent++
 		case sharedDropped:
@@ -310,11 +349,11 @@ func (l *loop) deliver(p *publication) {
 	}
 	m := l.srv.metrics
 	if sent > 0 {
-		m.chanDeliveries.Add(float64(sent))
-		m.messagesOut.Add(float64(sent))
+		m.chanDeliveries.Add(float64(sent * msgs))
+		m.messagesOut.Add(float64(sent * msgs))
 	}
 	if dropped > 0 {
-		m.chanDrops.Add(float64(dropped))
+		m.chanDrops.Add(float64(dropped * msgs))
 	}
 }
 
@@ -326,13 +365,13 @@ const (
 	sharedSkipped               // the connection is not open (its socket is gone)
 )
 
-// sendShared writes a frame built once for many connections (a channel
-// message). It is send's check for a push — a frame that would pass
-// -max-outbound is not written and the client is closed as a slow consumer
-// (1013) — with send's per-connection counters; the caller counts
-// messages_total for the whole batch. frame is only read; gnet copies what
-// the socket does not take at once.
-func (c *conn) sendShared(frame []byte, n int) sharedOutcome {
+// sendShared writes frames built once for many connections (msgs channel
+// messages of n payload bytes in all). It is send's check for a push —
+// frames that would pass -max-outbound are not written and the client is
+// closed as a slow consumer (1013) — with send's per-connection counters;
+// the caller counts messages_total for the whole batch. frame is only
+// read; gnet copies what the socket does not take at once.
+func (c *conn) sendShared(frame []byte, n, msgs int) sharedOutcome {
 	if c.gc == nil || c.phase != phOpen {
 		return sharedSkipped
 	}
@@ -340,7 +379,7 @@ func (c *conn) sendShared(frame []byte, n int) sharedOutcome {
 		c.closeWith(crSlowConsumer, 0, "slow consumer")
 		return sharedDropped
 	}
-	c.msgsOut++
+	c.msgsOut += uint32(msgs)
 	c.bytesOut += uint64(n)
 	c.write(frame)
 	return sharedSent

@@ -61,6 +61,7 @@ type loop struct {
 	// Channels (channel.go): nil until the loop's first subscription.
 	chans  map[string]*loopChan  // channel name → its subscribers on this loop
 	member map[*conn][]*loopChan // subscribed connection → its channels
+	pubBuf []byte                // consecutive publications' frames, joined (deliverRun)
 }
 
 func newLoop(s *Server, el gnet.EventLoop) *loop {
@@ -94,7 +95,14 @@ func (l *loop) Run(context.Context) error {
 	l.tasks = l.spare[:0]
 	l.woken = false
 	l.mu.Unlock()
-	for i := range ts {
+	for i := 0; i < len(ts); i++ {
+		if ts[i].kind == taskPublish {
+			if k := l.deliverRun(ts[i:]); k > 1 {
+				clear(ts[i : i+k])
+				i += k - 1
+				continue
+			}
+		}
 		l.run(&ts[i])
 		ts[i] = task{}
 	}
