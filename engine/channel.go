@@ -16,8 +16,10 @@ import (
 // Channels on one node (docs/protocol.md, "Channels").
 //
 // Each loop indexes its own subscribers: loop.chans maps a channel name to
-// the loop's subscribers of it, loop.member a subscribed connection to its
-// channels. Both belong to the loop's goroutine and are nil until its first
+// the loop's subscribers of it, loop.member a subscribed connection to the
+// first channel it joined and loop.memberMore one in several channels to
+// the others (most connections are in one channel: it costs them one
+// pointer-sized map entry). Both belong to the loop's goroutine and are nil until its first
 // subscription; a connection in no channel costs nothing (one bit,
 // fMoreSubscribed, says whether it is in loop.member).
 //
@@ -394,24 +396,21 @@ func (c *conn) join(name []byte) int {
 		s.metrics.chanRejected[rejBadName].Inc()
 		return http.StatusBadRequest
 	}
-	var chs []*loopChan
-	if c.more&fMoreSubscribed != 0 {
-		chs = l.member[c]
-		for _, lc := range chs {
-			if lc.name == string(name) {
-				return http.StatusOK
-			}
+	first, more := c.channels()
+	if first != nil {
+		if first.name == string(name) || slices.ContainsFunc(more, func(lc *loopChan) bool { return lc.name == string(name) }) {
+			return http.StatusOK
 		}
-	}
-	if len(chs) >= s.cfg.MaxChannels {
-		s.metrics.chanRejected[rejTooMany].Inc()
-		return http.StatusConflict
+		if 1+len(more) >= s.cfg.MaxChannels {
+			s.metrics.chanRejected[rejTooMany].Inc()
+			return http.StatusConflict
+		}
 	}
 	lc := l.chans[string(name)]
 	if lc == nil {
 		if l.chans == nil {
 			l.chans = make(map[string]*loopChan)
-			l.member = make(map[*conn][]*loopChan)
+			l.member = make(map[*conn]*loopChan)
 		}
 		ch := string(name)
 		lc = &loopChan{name: ch, subs: make(map[*conn]struct{}), node: s.chans.join(ch, l)}
@@ -419,31 +418,55 @@ func (c *conn) join(name []byte) int {
 	}
 	lc.subs[c] = struct{}{}
 	lc.node.count.Add(1)
-	l.member[c] = append(chs, lc)
-	c.more |= fMoreSubscribed
+	if first == nil {
+		l.member[c] = lc
+		c.more |= fMoreSubscribed
+	} else {
+		if l.memberMore == nil {
+			l.memberMore = make(map[*conn][]*loopChan)
+		}
+		l.memberMore[c] = append(more, lc)
+	}
 	s.metrics.chanSubs.Inc()
 	return http.StatusOK
 }
 
+// channels returns c's channels: the first it joined (nil for none) and
+// the others.
+func (c *conn) channels() (first *loopChan, more []*loopChan) {
+	if c.more&fMoreSubscribed == 0 {
+		return nil, nil
+	}
+	return c.l.member[c], c.l.memberMore[c]
+}
+
 // leave takes c out of the channel name, if it is in it.
 func (c *conn) leave(name []byte) {
-	if c.more&fMoreSubscribed == 0 {
+	first, more := c.channels()
+	if first == nil {
 		return
 	}
 	l := c.l
-	chs := l.member[c]
-	i := slices.IndexFunc(chs, func(lc *loopChan) bool { return lc.name == string(name) })
-	if i < 0 {
-		return
-	}
-	lc := chs[i]
-	chs[i] = chs[len(chs)-1]
-	chs[len(chs)-1] = nil
-	if chs = chs[:len(chs)-1]; len(chs) == 0 {
+	lc := first
+	switch i := slices.IndexFunc(more, func(lc *loopChan) bool { return lc.name == string(name) }); {
+	case first.name == string(name) && len(more) == 0:
 		delete(l.member, c)
 		c.more &^= fMoreSubscribed
+		l.unsubscribe(lc, c)
+		return
+	case first.name == string(name):
+		l.member[c] = more[len(more)-1] // another becomes the first
+	case i >= 0:
+		lc = more[i]
+		more[i] = more[len(more)-1]
+	default:
+		return // not in it
+	}
+	more[len(more)-1] = nil
+	if more = more[:len(more)-1]; len(more) == 0 {
+		delete(l.memberMore, c)
 	} else {
-		l.member[c] = chs
+		l.memberMore[c] = more
 	}
 	l.unsubscribe(lc, c)
 }
@@ -451,14 +474,16 @@ func (c *conn) leave(name []byte) {
 // leaveChannels ends every subscription of c: its connection is ending
 // (end). A newer connection with the same ClientId does not inherit them.
 func (c *conn) leaveChannels() {
-	if c.more&fMoreSubscribed == 0 {
+	first, more := c.channels()
+	if first == nil {
 		return
 	}
 	l := c.l
-	chs := l.member[c]
 	delete(l.member, c)
+	delete(l.memberMore, c)
 	c.more &^= fMoreSubscribed
-	for _, lc := range chs {
+	l.unsubscribe(first, c)
+	for _, lc := range more {
 		l.unsubscribe(lc, c)
 	}
 }

@@ -74,11 +74,21 @@ func TestChannelIndex(t *testing.T) {
 	check("after the joins", "room", 2)
 	check("after the joins", "news", 1)
 	check("after the joins", "third", 0)
-	if len(l.member[a]) != 2 || len(l.member[b]) != 1 || a.more&fMoreSubscribed == 0 {
-		t.Fatalf("member index: a %d, b %d channels", len(l.member[a]), len(l.member[b]))
+	if _, more := a.channels(); len(more) != 1 || l.member[b] == nil || a.more&fMoreSubscribed == 0 {
+		t.Fatalf("member index: a has %d more channels, b's first is %v", len(more), l.member[b])
 	}
 
-	a.leave([]byte("room"))
+	d := chanTestConn(l, "d")
+	d.join([]byte("x"))
+	d.join([]byte("y"))
+	d.leave([]byte("y")) // not its first
+	if first, more := d.channels(); first == nil || first.name != "x" || len(more) != 0 || l.memberMore[d] != nil {
+		t.Fatalf("d after leaving y: first %v, more %d", first, len(more))
+	}
+	d.leaveChannels()
+	check("d ended", "x", 0)
+	check("d ended", "y", 0)
+	a.leave([]byte("room")) // its first: news becomes the first
 	a.leave([]byte("room")) // not in it: nothing
 	a.leave([]byte("elsewhere"))
 	check("a left room", "room", 1)
@@ -89,13 +99,13 @@ func TestChannelIndex(t *testing.T) {
 	}
 	a.leaveChannels()
 	check("a ended", "news", 0)
-	if len(l.chans) != 0 || len(l.member) != 0 || len(s.chans.m) != 0 {
+	if len(l.chans) != 0 || len(l.member) != 0 || len(l.memberMore) != 0 || len(s.chans.m) != 0 {
 		t.Fatalf("left behind: loop %d channels, %d members; node %d channels", len(l.chans), len(l.member), len(s.chans.m))
 	}
 	// A connection that never joined leaves nothing.
 	chanTestConn(l, "c").leaveChannels()
 
-	want := "[room true news true room false news false]"
+	want := "[room true news true x true y true y false x false room false news false]"
 	waitFor := time.Now().Add(5 * time.Second)
 	for {
 		mu.Lock()

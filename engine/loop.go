@@ -59,9 +59,10 @@ type loop struct {
 	iov     [2][]byte
 
 	// Channels (channel.go): nil until the loop's first subscription.
-	chans  map[string]*loopChan  // channel name → its subscribers on this loop
-	member map[*conn][]*loopChan // subscribed connection → its channels
-	pubBuf []byte                // consecutive publications' frames, joined (deliverRun)
+	chans      map[string]*loopChan  // channel name → its subscribers on this loop
+	member     map[*conn]*loopChan   // subscribed connection → the first channel it joined
+	memberMore map[*conn][]*loopChan // connection in several channels → the others
+	pubBuf     []byte                // consecutive publications' frames, joined (deliverRun)
 }
 
 func newLoop(s *Server, el gnet.EventLoop) *loop {
