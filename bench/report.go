@@ -151,6 +151,11 @@ func WriteTable(w io.Writer, r *Result) {
 	if r.Violations >= 0 {
 		row("backend violations", "%d", r.Violations)
 	}
+	if f := r.Fanout; f != nil {
+		row("fan-out", "%s: %d messages to %d conns, %d complete; %d deliveries, %.2f bridge CPU-s: %.0f deliveries per CPU-second",
+			f.Mode, f.Messages, r.Conns, f.Complete, f.Deliveries, f.CPU, f.DeliveriesCPU)
+		row("to the last", "p50 %.2f  p90 %.2f  p99 %.2f  max %.2f ms  (n=%d)", f.Last.P50, f.Last.P90, f.Last.P99, f.Last.Max, f.Last.N)
+	}
 	if d := r.Density; d != nil {
 		row("bridge RSS", "%.1f MiB idle → %.1f MiB with %d conns: %.0f B/conn", mib(d.RSSBefore), mib(d.RSSAfter), d.Conns, d.RSSPerConn)
 		if d.RSSSettled > 0 {

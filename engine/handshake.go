@@ -248,6 +248,9 @@ func (c *conn) onGET(r *bridge.Reply) {
 		if p := r.Protocol; len(p) > 0 && protocol.ProtocolOffered(s2b(c.side.offered), p) {
 			c.side.chosen = string(p)
 		}
+		if len(r.Subscribe) > 0 {
+			c.side.subscribe = string(r.Subscribe)
+		}
 		if s.j != nil && c.record() {
 			return // journalRelease goes on once the record is written
 		}
@@ -315,6 +318,9 @@ func (c *conn) open() {
 		l.wheel.schedule(c, l.now+s.pingTicks)
 	}
 	c.write(protocol.AppendSwitching(l.wbuf[:0], hs.key[:], s2b(hs.chosen)))
+	if hs.subscribe != "" && c.gc != nil {
+		c.applyChannels(s2b(hs.subscribe), true)
+	}
 	if c.gc != nil && c.gc.InboundBuffered() > 0 {
 		if c.readFrames() == gnet.Close {
 			l.closeConn(c)

@@ -22,6 +22,8 @@ const (
 	taskAdmin                   // push, kick or info from the admin API
 	taskTick                    // advance the timing wheel
 	taskJournal                 // opened records are written: release the upgrades waiting for them (journal.go)
+	taskPublish                 // deliver a channel message to the loop's subscribers
+	taskMembers                 // list the loop's subscribers of a channel
 )
 
 // task is one unit of work for a loop, posted from any goroutine.
@@ -31,6 +33,8 @@ type task struct {
 	call     *bridge.Call
 	admin    *adminReq
 	replaces uint64
+	pub      *publication // taskPublish
+	presence *presenceReq // taskMembers
 }
 
 // loop is wsbridge's state for one gnet event loop. The mailbox fields
@@ -64,6 +68,11 @@ type loop struct {
 	jbuf    []byte
 	joldest atomic.Uint64
 	jposted atomic.Bool
+	// Channels (channel.go): nil until the loop's first subscription.
+	chans      map[string]*loopChan  // channel name → its subscribers on this loop
+	member     map[*conn]*loopChan   // subscribed connection → the first channel it joined
+	memberMore map[*conn][]*loopChan // connection in several channels → the others
+	pubBuf     []byte                // consecutive publications' frames, joined (deliverRun)
 }
 
 func newLoop(s *Server, el gnet.EventLoop) *loop {
@@ -97,7 +106,14 @@ func (l *loop) Run(context.Context) error {
 	l.tasks = l.spare[:0]
 	l.woken = false
 	l.mu.Unlock()
-	for i := range ts {
+	for i := 0; i < len(ts); i++ {
+		if ts[i].kind == taskPublish {
+			if k := l.deliverRun(ts[i:]); k > 1 {
+				clear(ts[i : i+k])
+				i += k - 1
+				continue
+			}
+		}
 		l.run(&ts[i])
 		ts[i] = task{}
 	}
@@ -124,6 +140,10 @@ func (l *loop) run(t *task) {
 		c.onAdmin(t.admin)
 	case taskJournal:
 		l.journalRelease()
+	case taskPublish:
+		l.deliver(t.pub)
+	case taskMembers:
+		l.listSubscribers(t.presence)
 	case taskTick:
 		l.now = l.srv.tick()
 		l.wheel.advance(l.now, (*conn).onTimer)

@@ -52,6 +52,14 @@ type Config struct {
 	MaxPendingPerIP  int            // upgrades held or waiting for the backend's GET per client address; more get 429; 0 = no limit
 	FDBudget         int            // TCP connections accepted before refusing with 503; 0 = derived from RLIMIT_NOFILE
 	Tick             time.Duration  // timer resolution; 0 = 100ms
+	MaxChannels      int            // channels one connection may join; 0 = 64
+
+	// OnChannel, if set, is told when this node's subscriber count of a
+	// channel goes from 0 to 1 (active) and from 1 to 0 (not active), in
+	// that order for each channel. It runs on a goroutine of its own, one
+	// call at a time, never on an event loop; a slow OnChannel delays only
+	// the calls after it.
+	OnChannel func(ch string, active bool)
 }
 
 func (c *Config) setDefaults() {
@@ -82,6 +90,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Tick <= 0 {
 		c.Tick = 100 * time.Millisecond
+	}
+	if c.MaxChannels <= 0 {
+		c.MaxChannels = 64
 	}
 	if c.AcceptRate > 0 && c.AcceptBurst <= 0 {
 		c.AcceptBurst = max(1, int(c.AcceptRate))
@@ -131,6 +142,8 @@ type Server struct {
 	tokens   float64
 	last     time.Time
 
+	chans channels // channel name → the loops holding its subscribers (channel.go)
+
 	eng     gnet.Engine
 	booted  chan struct{}
 	runErr  chan error
@@ -164,6 +177,7 @@ func New(cfg Config, backend *bridge.Client, m *Metrics, log *zap.Logger) (*Serv
 		runErr:   make(chan error, 1),
 		stopped:  make(chan struct{}),
 		tokens:   float64(cfg.AcceptBurst),
+		chans:    channels{on: cfg.OnChannel},
 		last:     time.Now(),
 	}
 	s.handshakeTicks = s.ticks(cfg.HandshakeTimeout)

@@ -126,6 +126,7 @@ var (
 	hdrConnID    = []byte(protocol.HeaderConnectionID)
 	hdrCloseCode = []byte(protocol.HeaderCloseCode)
 	hdrReplaces  = []byte(protocol.HeaderReplaces)
+	hdrSubscribe = []byte(protocol.HeaderSubscribe)
 )
 
 func (b *Backend) handle(ctx *fasthttp.RequestCtx) {
@@ -156,6 +157,10 @@ func (b *Backend) handle(ctx *fasthttp.RequestCtx) {
 	if !handled {
 		switch c.Method {
 		case fasthttp.MethodGet:
+			// ?subscribe=<channels> joins them (the fan-out benchmark).
+			if v := ctx.QueryArgs().Peek("subscribe"); len(v) > 0 {
+				ctx.Response.Header.SetCanonical(hdrSubscribe, v)
+			}
 			ctx.SetBodyString("ok")
 		case fasthttp.MethodPost:
 			ctx.SetContentTypeBytes(ctx.Request.Header.ContentType())

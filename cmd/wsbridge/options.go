@@ -132,6 +132,10 @@ func parseOptions(args, env []string) (*options, error) {
 	fs.IntVar(&maxPendingPerIP, "max-pending-per-ip", -1, "upgrades per client address waiting for the backend's GET at once; more get 429 with Retry-After (-1 = a quarter of -max-pending-upgrades when -max-conns-per-ip is set, else no limit; 0 = no limit)")
 	fs.DurationVar(&e.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long clients get to leave (closed with 1012 over this window); after it the rest are closed at once while queued POSTs and DELETEs are still sent; a second signal stops at once")
 	fs.DurationVar(&e.DrainDelay, "drain-delay", 0, "on SIGTERM, wait this long (readiness 503, listener stopped) before closing clients: the balancer's health-check detection time, e.g. 2s (0 = start at once)")
+	// 64 channels is more than a chat or a dashboard needs, and bounds
+	// what one connection's backend replies can make it cost (about 100
+	// bytes a subscription).
+	fs.IntVar(&e.MaxChannels, "max-channels", 64, "channels one connection may be subscribed to; a subscription past it is refused (ignored in a reply header, 409 on the admin API)")
 	fs.BoolVar(&e.ReusePort, "reuseport", false, "SO_REUSEPORT: zero-downtime restarts and several processes on one port")
 	fs.IntVar(&e.Loops, "loops", 0, "event loops (0 = one per CPU)")
 	var origins, proxies string
@@ -227,6 +231,9 @@ func parseOptions(args, env []string) (*options, error) {
 	}
 	if e.PingInterval > 0 && e.PongTimeout <= 0 {
 		errs = append(errs, errors.New("-pong-timeout must be positive when -ping-interval is set"))
+	}
+	if e.MaxChannels < 1 {
+		errs = append(errs, errors.New("-max-channels must be at least 1"))
 	}
 	if e.MaxConnsPerIP < 0 {
 		errs = append(errs, errors.New("-max-conns-per-ip cannot be negative"))

@@ -30,6 +30,7 @@ func TestOptionsDefaults(t *testing.T) {
 	requireEqual(t, "log-format", o.logFormat, "json")
 	requireEqual(t, "max-conns-per-ip", o.engine.MaxConnsPerIP, 0)
 	requireEqual(t, "max-pending-per-ip", o.engine.MaxPendingPerIP, 0)
+	requireEqual(t, "max-channels", o.engine.MaxChannels, 64)
 }
 
 // The per-address limits are off by default; with -max-conns-per-ip one
