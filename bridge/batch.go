@@ -79,13 +79,15 @@ type batcher struct {
 	max   int
 	delay time.Duration
 
-	mu     sync.Mutex
-	cur    *batch
-	since  int64 // Now() when cur's first message came
-	armed  bool
-	timer  *time.Timer
-	seq    atomic.Uint32 // Wsbridge-Seq of batch requests (signed only)
-	logged atomic.Int64  // Now() of the last warning about an answer
+	mu    sync.Mutex
+	cur   *batch
+	since int64 // Now() when cur's first message came
+	armed bool
+	timer *time.Timer
+	seq   atomic.Uint32 // Wsbridge-Seq of batch requests (signed only)
+	// Now() of the last warning about an answer that did not parse, had
+	// fewer replies than messages, had more.
+	loggedBad, loggedFewer, loggedMore atomic.Int64
 
 	sent, msgs, failed atomic.Int64
 }
@@ -368,20 +370,21 @@ func (bt *batch) parse(call *Call) Outcome {
 	var err error
 	bt.replies, bt.extra, err = parseBatchReply(call.Resp.Body(), len(bt.msgs), bt.replies)
 	if err != nil {
-		bt.b.warn("batch answer does not parse: every message in it fails", err)
+		bt.b.warn(&bt.b.loggedBad, "batch answer does not parse: every message in it fails", err)
 		return OutcomeBadReply
 	}
 	if bt.extra {
-		bt.b.warn("batch answer has more replies than messages: the extra ones are ignored", nil)
+		bt.b.warn(&bt.b.loggedMore, "batch answer has more replies than messages: the extra ones are ignored", nil)
 	}
 	return OutcomeOK
 }
 
-// warn logs about an answer, at most once per batchLogEvery.
-func (b *batcher) warn(msg string, err error) {
+// warn logs about an answer, at most once per batchLogEvery for each kind
+// of trouble.
+func (b *batcher) warn(logged *atomic.Int64, msg string, err error) {
 	now := Now()
-	last := b.logged.Load()
-	if last != 0 && now-last < int64(batchLogEvery) || !b.logged.CompareAndSwap(last, now) {
+	last := logged.Load()
+	if last != 0 && now-last < int64(batchLogEvery) || !logged.CompareAndSwap(last, now) {
 		return
 	}
 	b.c.log.Warn(msg+" (further ones not logged for a while)", zap.Error(err))
@@ -427,7 +430,7 @@ func (bt *batch) Complete(call *Call) {
 		c.complete(m)
 	}
 	if ok && len(bt.replies) < len(bt.msgs) {
-		b.warn("batch answer has fewer replies than messages: the missing ones fail", fmt.Errorf("%d replies for %d messages", len(bt.replies), len(bt.msgs)))
+		b.warn(&b.loggedFewer, "batch answer has fewer replies than messages: the missing ones fail", fmt.Errorf("%d replies for %d messages", len(bt.replies), len(bt.msgs)))
 	}
 	b.failed.Add(int64(failed))
 	clear(bt.msgs)

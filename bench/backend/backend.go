@@ -155,6 +155,11 @@ func (b *Backend) handle(ctx *fasthttp.RequestCtx) {
 		c.At = time.Now()
 	}
 	replaces := ctx.Request.Header.PeekBytes(hdrReplaces)
+	isBatch := c.Method == fasthttp.MethodPost && bytes.Equal(ctx.Request.Header.ContentType(), ctBatch)
+	if isBatch {
+		b.Posts.Add(1)
+		b.Batches.Add(1) // before the hook, which may hold it
+	}
 	handled := false
 	if b.opts.Hook != nil {
 		if !b.opts.Record {
@@ -162,8 +167,8 @@ func (b *Backend) handle(ctx *fasthttp.RequestCtx) {
 		}
 		handled = b.opts.Hook(ctx, &c)
 	}
-	if !handled && c.Method == fasthttp.MethodPost && bytes.Equal(ctx.Request.Header.ContentType(), ctBatch) {
-		b.batch(ctx, &c)
+	if isBatch {
+		b.batch(ctx, &c, handled)
 		return
 	}
 	if !handled {
@@ -236,10 +241,8 @@ func AppendBatchReply(dst []byte, binary bool, body []byte, meta string) []byte 
 }
 
 // batch serves a batch request: every message is checked as a POST and
-// echoed.
-func (b *Backend) batch(ctx *fasthttp.RequestCtx, bc *Call) {
-	b.Posts.Add(1)
-	b.Batches.Add(1)
+// echoed; when a Hook answered it, the messages are only counted.
+func (b *Backend) batch(ctx *fasthttp.RequestCtx, bc *Call, hooked bool) {
 	msgs, err := ParseBatch(ctx.PostBody())
 	b.BatchMessages.Add(int64(len(msgs)))
 	if b.opts.Record {
@@ -247,6 +250,9 @@ func (b *Backend) batch(ctx *fasthttp.RequestCtx, bc *Call) {
 		b.mu.Lock()
 		b.calls = append(b.calls, *bc)
 		b.mu.Unlock()
+	}
+	if hooked {
+		return
 	}
 	if err != nil {
 		b.mu.Lock()
