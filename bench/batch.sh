@@ -130,16 +130,16 @@ storm() {
   local pid=$!
   wait_port 7001
   sleep 1
-  metrics 127.0.0.1:7002 >"$out/$name-m0.txt"
+  metrics 127.0.0.1:7002 >"$out/$name-storm-m0.txt"
   local b0 be0
   b0=$(cpu_ticks "$pid") be0=$(cpu_ticks "$be")
   "$bin/wsbench" storm -url ws://127.0.0.1:7001 -conns 10000 -duration 60s -prefix storm -quiet -json >"$out/$name-storm.json"
   local b1 be1
   b1=$(cpu_ticks "$pid") be1=$(cpu_ticks "$be")
-  metrics 127.0.0.1:7002 >"$out/$name-m1.txt"
+  metrics 127.0.0.1:7002 >"$out/$name-storm-m1.txt"
   local gets dels
-  gets=$(awk '/^wsbridge_backend_requests_total\{method="GET"/ {s += $2} END {print s + 0}' "$out/$name-m1.txt")
-  dels=$(awk '/^wsbridge_backend_requests_total\{method="DELETE"/ {s += $2} END {print s + 0}' "$out/$name-m1.txt")
+  gets=$(awk '/^wsbridge_backend_requests_total\{method="GET"/ {s += $2} END {print s + 0}' "$out/$name-storm-m1.txt")
+  dels=$(awk '/^wsbridge_backend_requests_total\{method="DELETE"/ {s += $2} END {print s + 0}' "$out/$name-storm-m1.txt")
   jq -c --arg n "$name" --argjson bt "$((b1 - b0))" --argjson bet "$((be1 - be0))" --argjson clk "$clk" \
     --argjson gets "$gets" --argjson dels "$dels" \
     '{bridge:$n, run:"storm_10000", gets:$gets, deletes:$dels, bridge_cpu_s:($bt/$clk), backend_cpu_s:($bet/$clk)} + .' \
