@@ -8,6 +8,7 @@
 #
 #   bench/batch.sh                       # wsbridge: default, then batched
 #   bench/batch.sh --peer /path/to/bin   # and a peer, as bench/compare.sh runs it
+#   FIXED_CONNS=1000 FIXED_INTERVAL=100ms bench/batch.sh   # the same rate over fewer connections
 #
 # Per run: messages, backend requests per message, bridge CPU seconds and
 # round trips per bridge CPU-second, the mock backend's CPU per message,
@@ -81,6 +82,9 @@ added_p99() {
 }
 
 # fixed NAME ADMIN CMD...: 10,000 msg/s for 14 s; measured from 4 s to the end.
+# FIXED_CONNS and FIXED_INTERVAL change the shape (10,000 × 1s by default;
+# 1,000 × 100ms is the same rate over fewer connections).
+conns=${FIXED_CONNS:-10000} interval=${FIXED_INTERVAL:-1s}
 fixed() {
   local name=$1 admin=$2; shift 2
   "$bin/wsbench" backend -listen 127.0.0.1:8000 >"$out/$name-backend.log" 2>&1 &
@@ -90,7 +94,7 @@ fixed() {
   local pid=$!
   wait_port 7001
   sleep 1
-  "$bin/wsbench" ramp -url ws://127.0.0.1:7001 -conns 10000 -rate 5000 -interval 1s -duration 14s \
+  "$bin/wsbench" ramp -url ws://127.0.0.1:7001 -conns "$conns" -rate 5000 -interval "$interval" -duration 14s \
     -prefix fixed -quiet -json >"$out/$name-fixed.json" &
   local gen=$!
   sleep 4
@@ -110,8 +114,8 @@ fixed() {
     reqs=$msgs # a peer without metrics: one POST per message
   fi
   jq -c --arg n "$name" --argjson bt "$((b1 - b0))" --argjson bet "$((be1 - be0))" --argjson clk "$clk" \
-    --argjson msgs "$msgs" --argjson reqs "$reqs" --argjson added "$(added_p99 "$out/$name-m0.txt" "$out/$name-m1.txt")" \
-    '{bridge:$n, run:"fixed_10000", msgs_per_sec:(.msgs_per_sec|floor), window_msgs:$msgs, backend_posts:$reqs,
+    --argjson msgs "$msgs" --argjson reqs "$reqs" --arg c "$conns" --arg i "$interval" --argjson added "$(added_p99 "$out/$name-m0.txt" "$out/$name-m1.txt")" \
+    '{bridge:$n, run:"fixed_10000", shape:"\($c) conns every \($i)", msgs_per_sec:(.msgs_per_sec|floor), window_msgs:$msgs, backend_posts:$reqs,
       posts_per_msg:($reqs/$msgs*10000|round/10000), bridge_cpu_s:($bt/$clk),
       msgs_per_bridge_cpu_s:($msgs/($bt/$clk)|floor), backend_cpu_us_per_msg:($bet/$clk/$msgs*1e6*10|round/10),
       p50_ms:.rtt_ms.p50, p99_ms:.rtt_ms.p99, added_p99_ms_le:$added, errors}' \
