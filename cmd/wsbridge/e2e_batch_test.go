@@ -500,3 +500,22 @@ func TestBatchSigned(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchDeleteAfterLastMessage: a client that sends and closes at once
+// gets its DELETE only after its message's batch was answered, even when
+// the message waits in its batch for a long delay.
+func TestBatchDeleteAfterLastMessage(t *testing.T) {
+	b := newBackend(t, backend.Options{})
+	p := startBridge(t, b.URL, batchArgs(b, "-backend-batch-delay", "200ms")...)
+	r := rawUpgrade(t, p.ws, "bye")
+	r.send(string(appendFrame(appendClientText(nil, "last words"), 0x8, []byte{0x03, 0xe8})))
+	dels := waitCalls(t, b, "bye", "DELETE", 1)
+	posts := waitCalls(t, b, "bye", "POST", 1)
+	if string(posts[0].Body) != "last words" {
+		t.Fatalf("POST body %q", posts[0].Body)
+	}
+	if !posts[0].At.Before(dels[0].At) {
+		t.Fatalf("the batched message reached the backend at %v, its DELETE at %v", posts[0].At, dels[0].At)
+	}
+	requireEqual(t, "close code", dels[0].CloseCode, "1000")
+}
