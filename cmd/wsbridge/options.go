@@ -142,6 +142,10 @@ func parseOptions(args, env []string) (*options, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or console")
 	fs.BoolVar(&o.demo, "demo", false, "also start a built-in echo backend and point -backend at it")
+	// Batching is off by default: it changes what the backend must parse.
+	// 100 messages keep one batch's handling short in a PHP request (and
+	// its failure small); 1ms is well under a typical backend call, so a
+	// message waits for its batch less than for its answer.
 	fs.StringVar(&o.batchURL, "backend-batch-url", "", "send the messages of many connections together in one POST to this `URL` (on the -backend host; format in docs/protocol.md \"Batched calls\"; empty = one POST per message)")
 	fs.IntVar(&o.batchMax, "backend-batch-max", 100, "most messages in one batch (with -backend-batch-url); a batch also leaves at 1 MiB")
 	fs.DurationVar(&o.batchDelay, "backend-batch-delay", time.Millisecond, "how long a batch waits for more messages after its first (with -backend-batch-url)")
