@@ -306,7 +306,6 @@ func TestBatchSlowEndpoint(t *testing.T) {
 	release := make(chan struct{})
 	var once sync.Once
 	free := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(free)
 	b := newBackend(t, backend.Options{Sequenced: true, Hook: func(ctx *fasthttp.RequestCtx, c *backend.Call) bool {
 		if isBatch(ctx) {
 			select {
@@ -316,6 +315,7 @@ func TestBatchSlowEndpoint(t *testing.T) {
 		}
 		return false
 	}})
+	t.Cleanup(free) // before the backend's Close, which waits for its handlers
 	p := startBridge(t, b.URL, batchArgs(b)...)
 	r := rawUpgrade(t, p.ws, "busy")
 	var out []byte
