@@ -75,6 +75,13 @@ type Config struct {
 	// Signer, if set, signs every GET, POST and DELETE (RFC 9421, see
 	// sign.go); nil sends them unsigned and without Wsbridge-Seq.
 	Signer *sign.Signer
+	// BatchURL, if set, sends the messages of many connections together in
+	// one POST to it (batch.go): at most BatchMax messages (0 means
+	// DefaultBatchMax), after at most BatchDelay (0 means
+	// DefaultBatchDelay). It must be on Backend's scheme, host and port.
+	BatchURL   string
+	BatchMax   int
+	BatchDelay time.Duration
 }
 
 // Client calls the backend. It is safe for concurrent use.
@@ -90,6 +97,7 @@ type Client struct {
 	base    []byte // scheme://host[:port]/path/ ready for the ClientId
 	breaker breaker
 	log     *zap.Logger
+	bat     *batcher // nil unless BatchURL is set
 
 	mu       sync.Mutex
 	cond     *sync.Cond
@@ -177,6 +185,11 @@ func New(cfg Config) (*Client, error) {
 	if c.log == nil {
 		c.log = zap.NewNop()
 	}
+	if cfg.BatchURL != "" {
+		if c.bat, err = newBatcher(c, cfg.BatchURL, cfg.BatchMax, cfg.BatchDelay); err != nil {
+			return nil, err
+		}
+	}
 	c.cond = sync.NewCond(&c.mu)
 	go c.retireIdle(retireEvery)
 	go c.watchStuck(min(max(cfg.StuckAfter/5, 5*time.Millisecond), 100*time.Millisecond))
@@ -211,6 +224,10 @@ func (c *Client) Submit(call *Call) {
 		call.Err = ErrShed
 		c.observe(call, 0)
 		c.complete(call)
+		return
+	}
+	if call.Method == POST && c.bat != nil && call.batch == nil {
+		c.bat.add(call) // a message: it goes in a batch
 		return
 	}
 	c.enqueue(call)
@@ -524,6 +541,9 @@ func (c *Client) classify(call *Call) Outcome {
 			return OutcomeRefused
 		}
 	case POST:
+		if call.batch != nil {
+			return call.batch.parse(call)
+		}
 		if len(body) > 0 && !IsBinary(&call.Resp) && !utf8.Valid(body) {
 			return OutcomeBadReply
 		}
@@ -555,6 +575,9 @@ func IsBinary(resp *fasthttp.Response) bool {
 // Close stops the workers once the queue is empty. Calls submitted after
 // Close are not run.
 func (c *Client) Close() {
+	if c.bat != nil {
+		c.bat.flush()
+	}
 	c.mu.Lock()
 	if !c.closed {
 		close(c.stop)

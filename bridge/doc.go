@@ -23,7 +23,8 @@
 // the journal), call.go (Call and its pool), client.go (workers, queue,
 // classification),
 // pipelined.go (HTTP/1.1 pipelining), breaker.go, probe.go and stale.go
-// (the circuit breaker, its probes, sockets the backend closed).
+// (the circuit breaker, its probes, sockets the backend closed), batch.go
+// (-backend-batch-url: many connections' POSTs in one call).
 //
 // A Client holds a pool of worker goroutines, each with its own backend
 // socket, fed by a FIFO queue: at most MaxConns (-backend-max-conns) whose

@@ -38,6 +38,10 @@ type options struct {
 	journalDir   string
 	journalSync  journal.Sync
 	journalEvery time.Duration
+	// Batched calls (-backend-batch-url; bridge/batch.go).
+	batchURL   string
+	batchMax   int
+	batchDelay time.Duration
 
 	// backendStuckAfter and backendStuckConns: see bridge.Config StuckAfter
 	// and MaxStuck. backendStuckConns < 0 is worked out at start from the
@@ -148,6 +152,13 @@ func parseOptions(args, env []string) (*options, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or console")
 	fs.BoolVar(&o.demo, "demo", false, "also start a built-in echo backend and point -backend at it")
+	// Batching is off by default: it changes what the backend must parse.
+	// 100 messages keep one batch's handling short in a PHP request (and
+	// its failure small); 1ms is well under a typical backend call, so a
+	// message waits for its batch less than for its answer.
+	fs.StringVar(&o.batchURL, "backend-batch-url", "", "send the messages of many connections together in one POST to this `URL` (on the -backend host; format in docs/protocol.md \"Batched calls\"; empty = one POST per message)")
+	fs.IntVar(&o.batchMax, "backend-batch-max", 100, "most messages in one batch (with -backend-batch-url); a batch also leaves at 1 MiB")
+	fs.DurationVar(&o.batchDelay, "backend-batch-delay", time.Millisecond, "how long a batch waits for more messages after its first (with -backend-batch-url)")
 	var signKey string
 	fs.StringVar(&signKey, "sign-key", "", "sign every backend call (RFC 9421 hmac-sha256, with Wsbridge-Seq and Content-Digest) with the first of these comma-separated `keyid=secret` pairs (empty = unsigned; the others are for the backend's verifier during a rotation)")
 	fs.StringVar(&o.journalDir, "journal", "", "crash-safe DELETEs: record every accepted connection in this `directory` (local disk, one per process) so that after a crash (kill -9, OOM) the next start sends the DELETEs the dead process owed (Wsbridge-Close-Code 1006); empty = off. See docs/protocol.md, \"Crash-safe DELETE\"")
@@ -222,6 +233,12 @@ func parseOptions(args, env []string) (*options, error) {
 	}
 	if o.backendPipeline < 1 || o.backendPipeline > 1024 {
 		errs = append(errs, errors.New("-backend-pipeline must be between 1 and 1024"))
+	}
+	if o.batchMax < 1 || o.batchMax > 10000 {
+		errs = append(errs, errors.New("-backend-batch-max must be between 1 and 10000"))
+	}
+	if o.batchDelay <= 0 || o.batchDelay > time.Second {
+		errs = append(errs, errors.New("-backend-batch-delay must be positive and at most 1s"))
 	}
 	if o.backendStuckAfter <= 0 {
 		errs = append(errs, errors.New("-backend-stuck-after must be positive"))

@@ -177,3 +177,29 @@ func TestOptionsJournal(t *testing.T) {
 		}
 	}
 }
+
+func TestOptionsBatch(t *testing.T) {
+	o, err := parseOptions(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireEqual(t, "batching off by default", o.batchURL, "")
+	requireEqual(t, "batch max default", o.batchMax, 100)
+	requireEqual(t, "batch delay default", o.batchDelay, time.Millisecond)
+	o, err = parseOptions([]string{"-backend-batch-max", "50"}, []string{
+		"WSBRIDGE_BACKEND_BATCH_URL=http://127.0.0.1:8000/batch",
+		"WSBRIDGE_BACKEND_BATCH_MAX=20",
+		"WSBRIDGE_BACKEND_BATCH_DELAY=3ms",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireEqual(t, "batch url from env", o.batchURL, "http://127.0.0.1:8000/batch")
+	requireEqual(t, "flag beats env", o.batchMax, 50)
+	requireEqual(t, "batch delay from env", o.batchDelay, 3*time.Millisecond)
+	for _, args := range [][]string{{"-backend-batch-max", "0"}, {"-backend-batch-delay", "0s"}, {"-backend-batch-delay", "2s"}} {
+		if _, err := parseOptions(args, nil); err == nil || !strings.Contains(err.Error(), args[0]) {
+			t.Errorf("%v: err %v, want one naming %s", args, err, args[0])
+		}
+	}
+}
