@@ -53,6 +53,7 @@ type loop struct {
 	wbuf    []byte // frames and responses being written; valid until the next write
 	idbuf   []byte // X-Forwarded-For being formatted
 	iov     [2][]byte
+	z       *zstate // permessage-deflate's compressor and inflater, made on first use
 }
 
 func newLoop(s *Server, el gnet.EventLoop) *loop {

@@ -51,6 +51,9 @@ type Config struct {
 	MaxPendingPerIP  int            // upgrades held or waiting for the backend's GET per client address; more get 429; 0 = no limit
 	FDBudget         int            // TCP connections accepted before refusing with 503; 0 = derived from RLIMIT_NOFILE
 	Tick             time.Duration  // timer resolution; 0 = 100ms
+	Deflate          bool           // accept permessage-deflate offers (no context takeover on either side)
+	DeflateMin       int            // messages to the client of fewer bytes go plain; 0 = compress every one
+	DeflateLevel     int            // compression level, 1 (fastest) to 9; 0 = 1
 }
 
 func (c *Config) setDefaults() {
@@ -59,6 +62,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxMessage <= 0 {
 		c.MaxMessage = 1 << 20
+	}
+	if c.DeflateLevel < 1 || c.DeflateLevel > 9 {
+		c.DeflateLevel = 1
 	}
 	if c.MaxOutbound <= 0 {
 		// Room for a full-size push on top of replies in flight.
