@@ -47,7 +47,8 @@ type zstate struct {
 	// part holds the compressed bytes of messages that arrive in pieces,
 	// per connection, until their last frame (deleted then, or when the
 	// connection's intake ends).
-	part map[*conn][]byte
+	part  map[*conn][]byte
+	spare []byte // a part buffer to reuse, so a steady flow does not allocate
 }
 
 // zsource reads a message's compressed bytes, then deflateTail. It is an
@@ -95,9 +96,11 @@ func (s *zsink) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// keepInflated is the largest inflate buffer a loop keeps between messages;
-// a bigger one (a message of up to -max-message) is let go.
-const keepInflated = 64 << 10
+// keepInflated is the largest buffer (inflated message, gathered
+// fragments, compressed output) a loop keeps between messages, so messages
+// up to about 128 KiB flow without allocating; a bigger one (up to
+// -max-message) is let go after use. It is per loop, never per connection.
+const keepInflated = 256 << 10
 
 // inflate inflates a whole compressed message p into at most limit bytes.
 // The result is valid until the next inflate on the loop.
@@ -200,9 +203,9 @@ func (c *conn) compressedChunk(ev *protocol.Event) ([]byte, error) {
 	z := c.l.zs()
 	p := ev.Payload
 	if !(ev.First && ev.Fin) {
-		acc := z.part[c]
-		if ev.First {
-			acc = acc[:0]
+		acc, ok := z.part[c]
+		if !ok {
+			acc, z.spare = z.spare[:0], nil
 		}
 		acc = append(acc, p...)
 		if !ev.Fin {
@@ -211,6 +214,9 @@ func (c *conn) compressedChunk(ev *protocol.Event) ([]byte, error) {
 		}
 		delete(z.part, c)
 		p = acc
+		if cap(acc) <= keepInflated {
+			defer func() { z.spare = acc[:0] }()
+		}
 	}
 	out, err := z.inflate(p, c.l.srv.cfg.MaxMessage)
 	if err != nil {
