@@ -57,6 +57,8 @@ type Config struct {
 	BridgeBin  string // density: wsbridge binary to start
 	BridgeArgs string // density: extra wsbridge flags
 	TConns     int    // density: closed-loop connections for the CPU run
+	Payload    string // message padding: "x" or "json" (JSON-like records)
+	Deflate    bool   // clients offer permessage-deflate and send compressed messages
 }
 
 func (c *Config) flags(fs *flag.FlagSet) {
@@ -85,6 +87,8 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.BridgeBin, "bridge", "", "density: wsbridge `binary` to start (default: next to wsbench, then $PATH)")
 	fs.StringVar(&c.BridgeArgs, "bridge-args", "", "density: extra wsbridge flags, space-separated")
 	fs.IntVar(&c.TConns, "tconns", 200, "density: closed-loop connections for the messages-per-CPU-second run")
+	fs.StringVar(&c.Payload, "payload", "x", "message padding after the sequence number and timestamp: x, or json (JSON-like records that compress as API traffic does)")
+	fs.BoolVar(&c.Deflate, "deflate", false, "clients offer permessage-deflate, send every message compressed and inflate compressed replies (give the bridge -deflate too: -bridge-args for density)")
 }
 
 // defaults fills in per-scenario defaults.
