@@ -70,10 +70,10 @@ type loop struct {
 	drops    int64 // Drop requests handled
 	stopping bool
 	events   []unix.EpollEvent
-	rbuf     []byte // read buffer shared by the loop's connections
-	wbuf     []byte // frame scratch
-	req      []byte // upgrade request scratch
-	payload  []byte // message scratch
+	rbuf     []byte   // read buffer shared by the loop's connections
+	wbuf     []byte   // frame scratch
+	req      []byte   // upgrade request scratch
+	payload  []byte   // message scratch
 	z        *zclient // permessage-deflate (Config.Deflate)
 	sa       unix.SockaddrInet4
 	sources  []unix.SockaddrInet4
