@@ -164,8 +164,14 @@ func TestIdleConnMemoryDeflate(t *testing.T) {
 	if n < 200 {
 		t.Skipf("RLIMIT_NOFILE %d leaves room for %d connections, want 200", rl.Cur, n)
 	}
-	off := idleHeapPerConn(t, false, n)
-	on := idleHeapPerConn(t, true, n)
+	// Each engine in a subtest of its own: it is stopped, and its
+	// connections gone, before the next one is measured.
+	var off, on int64
+	t.Run("off", func(t *testing.T) { off = idleHeapPerConn(t, false, n) })
+	t.Run("on", func(t *testing.T) { on = idleHeapPerConn(t, true, n) })
+	if off <= 0 || on <= 0 {
+		t.Fatalf("heap per idle connection: %d B without -deflate, %d B with it: want both positive", off, on)
+	}
 	t.Logf("heap per idle connection: %d B without -deflate, %d B with it negotiated (%+.1f %%)", off, on, 100*float64(on-off)/float64(off))
 	if float64(on) > 1.05*float64(off) {
 		t.Errorf("heap per idle connection with deflate: got %d B, want within 5 %% of %d B", on, off)
@@ -177,6 +183,20 @@ func TestIdleConnMemoryDeflate(t *testing.T) {
 // exchanges a message, compressed when deflate is set) and returns the
 // growth of the live heap per connection.
 func idleHeapPerConn(t *testing.T, deflate bool, n int) int64 {
+	// What an engine stopped before this one (an earlier subtest, or an
+	// earlier -count) still frees must not land in this measurement: wait
+	// until the live heap holds still.
+	var prev uint64
+	waitFor(t, 20*time.Second, func() error {
+		var m runtime.MemStats
+		liveMemStats(&m)
+		d := int64(m.HeapAlloc) - int64(prev)
+		prev = m.HeapAlloc
+		if d < -32<<10 || d > 32<<10 {
+			return fmt.Errorf("live heap still moving by %d B", d)
+		}
+		return nil
+	})
 	h := startEngine(t, engine.Config{Deflate: deflate, DeflateMin: 1}, startEchoBackend(t))
 	ap, err := netip.ParseAddrPort(h.srv.Addr())
 	if err != nil {
@@ -188,6 +208,13 @@ func idleHeapPerConn(t *testing.T, deflate bool, n int) int64 {
 		for _, fd := range fds {
 			_ = unix.Close(fd)
 		}
+		// Gone before the next measurement starts.
+		waitFor(t, 30*time.Second, func() error {
+			if c := h.srv.Connections(); c != 0 {
+				return fmt.Errorf("%d connections still open", c)
+			}
+			return nil
+		})
 	}()
 	msg := jsonPayload(1 << 10)
 	frame := protocol.AppendClientFrame(nil, ws.OpText, true, [4]byte{1, 2, 3, 4}, msg)
