@@ -1,6 +1,7 @@
 package protocol_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -166,6 +167,62 @@ func FuzzAcceptsDeflate(f *testing.F) {
 		got := protocol.AcceptsDeflate(v)
 		if got && !strings.Contains(strings.ToLower(string(v)), "permessage-deflate") {
 			t.Fatalf("accepted %q without a permessage-deflate offer", v)
+		}
+	})
+}
+
+// FuzzDecoderDeflate is FuzzDecoder with permessage-deflate negotiated
+// (RSV1 allowed on a message's first frame): never a panic, the same
+// events and error whole and in pieces, errors only the sentinels, and
+// Compressed only on data.
+func FuzzDecoderDeflate(f *testing.F) {
+	rsv1 := func(b []byte) []byte { b[0] |= 0x40; return b }
+	f.Add(rsv1(fr(ws.OpText, true, "\xff\x00")), uint64(1))
+	f.Add(cat(rsv1(fr(ws.OpBinary, false, "ab")), fr(ws.OpPing, true, "p"), fr(ws.OpContinuation, true, "c")), uint64(2))
+	f.Add(cat(fr(ws.OpText, false, "a"), rsv1(fr(ws.OpContinuation, true, "b"))), uint64(3))
+	f.Fuzz(func(t *testing.T, data []byte, seed uint64) {
+		run := func(pieces [][]byte) ([]string, error) {
+			d := protocol.Decoder{Deflate: true, MaxMessage: 1 << 16}
+			var log []string
+			var buf []byte
+			for _, piece := range pieces {
+				buf = append(buf, piece...)
+				for {
+					ev, n, err := d.Next(buf)
+					if err != nil {
+						if !isOneOf(err, closeSentinels) {
+							t.Fatalf("error %#v, want a sentinel", err)
+						}
+						return log, err
+					}
+					if ev.Kind == protocol.EventNone {
+						break
+					}
+					if ev.Compressed && ev.Kind != protocol.EventData {
+						t.Fatalf("Compressed on a %v event", ev.Kind)
+					}
+					// Chunks differ with the split; record what does not.
+					switch {
+					case ev.Kind != protocol.EventData:
+						log = append(log, fmt.Sprintf("%v %q", ev.Kind, ev.Payload))
+					case ev.First:
+						log = append(log, fmt.Sprintf("start %v z=%v", ev.OpCode, ev.Compressed))
+					}
+					if ev.Kind == protocol.EventData && ev.Fin {
+						log = append(log, "end")
+					}
+					buf = buf[n:]
+				}
+			}
+			return log, nil
+		}
+		whole, err := run([][]byte{data})
+		split, err2 := run(splitRandom(data, seed))
+		if err != err2 {
+			t.Fatalf("error in pieces %v, whole %v", err2, err)
+		}
+		if err == nil && !equalStrings(split, whole) {
+			t.Fatalf("events in pieces:\n%q\nwhole:\n%q", split, whole)
 		}
 	})
 }
