@@ -245,7 +245,13 @@ func (c *conn) onGET(r *bridge.Reply) {
 		if p := r.Protocol; len(p) > 0 && protocol.ProtocolOffered(s2b(c.side.offered), p) {
 			c.side.chosen = string(p)
 		}
-		if s.reg.accepted(c) == roleOwner {
+		var ro role
+		if s.cl != nil {
+			ro = c.claimGET()
+		} else {
+			ro = s.reg.accepted(c)
+		}
+		if ro == roleOwner {
 			c.open()
 		} else {
 			c.setPhase(phTakeover)

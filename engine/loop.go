@@ -20,6 +20,8 @@ const (
 	taskOpen                    // the replaced connection's DELETE is answered: send 101
 	taskAdmin                   // push, kick or info from the admin API
 	taskTick                    // advance the timing wheel
+	taskClaimed                 // the cluster claim ended (replaces: 1 won): open or give up
+	taskYield                   // a newer connection on another node wins: close 4000
 )
 
 // task is one unit of work for a loop, posted from any goroutine.
@@ -111,6 +113,10 @@ func (l *loop) run(t *task) {
 		}
 	case taskAdmin:
 		c.onAdmin(t.admin)
+	case taskClaimed:
+		c.onClaimed(t.replaces == 1)
+	case taskYield:
+		c.onYield()
 	case taskTick:
 		l.now = l.srv.tick()
 		l.wheel.advance(l.now, (*conn).onTimer)

@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -37,6 +39,9 @@ type options struct {
 	// open-files limit (stuckConns).
 	backendStuckAfter time.Duration
 	backendStuckConns int
+
+	cluster string // -cluster: NATS URLs; empty = this node alone
+	nodeID  string // -node-id
 }
 
 // byteSize is a flag value in bytes that also takes KiB/MiB/GiB (or k/m/g).
@@ -140,6 +145,9 @@ func parseOptions(args, env []string) (*options, error) {
 	var signKey string
 	fs.StringVar(&signKey, "sign-key", "", "sign every backend call (RFC 9421 hmac-sha256, with Wsbridge-Seq and Content-Digest) with the first of these comma-separated `keyid=secret` pairs (empty = unsigned; the others are for the backend's verifier during a rotation)")
 
+	fs.StringVar(&o.cluster, "cluster", "", "join a cluster over NATS: comma-separated `URLs` (nats://host:port,…) tried in turn; any node's admin API then reaches every ClientId and one ClientId has one connection cluster-wide (empty = this node alone)")
+	fs.StringVar(&o.nodeID, "node-id", "", "this node's name in the cluster (\"node\" in the admin info JSON; empty = host name:listen port)")
+
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
 		name := "WSBRIDGE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
@@ -231,6 +239,16 @@ func parseOptions(args, env []string) (*options, error) {
 			errs = append(errs, fmt.Errorf("-sign-key: %w", err))
 		}
 		o.signer = s
+	}
+	if o.nodeID == "" {
+		host, _ := os.Hostname()
+		_, port, _ := net.SplitHostPort(e.Listen)
+		o.nodeID = host + ":" + port
+	}
+	for _, u := range splitList(o.cluster) {
+		if !strings.HasPrefix(u, "nats://") && !strings.HasPrefix(u, "tls://") {
+			errs = append(errs, fmt.Errorf("-cluster: %q is not a nats:// URL", u))
+		}
 	}
 	switch o.logFormat {
 	case "json", "console":
