@@ -22,6 +22,10 @@ type Bus interface {
 	// node's newer claim wins; the bus unreachable counts as won (the
 	// node goes on alone).
 	Claim(id string, stamp int64, done func(won bool))
+	// Who asks the other nodes for the connection id of id's open
+	// connection there, for the GET's Wsbridge-Replaces; done("") when
+	// none (or the bus is down). done is called once, from any goroutine.
+	Who(id string, done func(connID string))
 }
 
 // clusterState is the engine's side of the bus: who waits for a ClientId
@@ -96,6 +100,25 @@ func (c *conn) claimGET() role {
 		})
 	}
 	return ro
+}
+
+// askHolder holds c's GET until the other nodes say which connection, if
+// any, it would replace there (Wsbridge-Replaces): c stays held, without a
+// timer (the bus bounds the question), then goes on as granted.
+func (c *conn) askHolder() {
+	c.more |= fMoreAsked
+	l := c.l
+	l.srv.cl.bus.Who(c.clientID(), func(connID string) {
+		l.post(task{kind: taskHolder, c: c, holder: connID})
+	})
+}
+
+// onHolder runs with the other nodes' answer: the GET goes (onGrant).
+func (c *conn) onHolder(connID string) {
+	if c.side != nil && c.phase == phHeld {
+		c.side.get.SetReplaces(connID)
+	}
+	c.onGrant(0)
 }
 
 // onClaimed ends the claim of c (phTakeover): open, or give up.

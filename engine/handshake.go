@@ -185,6 +185,10 @@ func (c *conn) refuseMalformed(he *protocol.HTTPError) {
 // startGET submits the held GET; replaces is the open connection it would
 // replace, or 0.
 func (c *conn) startGET(replaces uint64) {
+	if replaces == 0 && c.l.srv.cl != nil && c.more&fMoreAsked == 0 {
+		c.askHolder()
+		return
+	}
 	c.setPhase(phAuthorising)
 	c.l.wheel.remove(c)
 	c.sess.Authorize(c.l.bl, &c.side.get, replaces)

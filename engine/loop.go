@@ -22,6 +22,7 @@ const (
 	taskTick                    // advance the timing wheel
 	taskClaimed                 // the cluster claim ended (replaces: 1 won): open or give up
 	taskYield                   // a newer connection on another node wins: close 4000
+	taskHolder                  // the other nodes said which connection the GET replaces (holder)
 )
 
 // task is one unit of work for a loop, posted from any goroutine.
@@ -31,6 +32,7 @@ type task struct {
 	call     *bridge.Call
 	admin    *adminReq
 	replaces uint64
+	holder   string // taskHolder: the other node's connection id, or ""
 }
 
 // loop is wsbridge's state for one gnet event loop. The mailbox fields
@@ -117,6 +119,8 @@ func (l *loop) run(t *task) {
 		c.onClaimed(t.replaces == 1)
 	case taskYield:
 		c.onYield()
+	case taskHolder:
+		c.onHolder(t.holder)
 	case taskTick:
 		l.now = l.srv.tick()
 		l.wheel.advance(l.now, (*conn).onTimer)

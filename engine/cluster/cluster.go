@@ -43,6 +43,7 @@ const (
 	opKick    = "kick"
 	opInfo    = "info"
 	opRelease = "release"
+	opHolder  = "holder" // the connection id of id's open connection, for Wsbridge-Replaces
 )
 
 // Config configures a Bus.
@@ -150,9 +151,9 @@ func New(cfg Config) (*Bus, error) {
 		nats.PingInterval(5 * time.Second),
 		nats.MaxPingsOutstanding(2),
 		nats.Timeout(2 * time.Second),
-		nats.ConnectHandler(func(*nats.Conn) { b.setUp(true, nil) }),
-		nats.ReconnectHandler(func(*nats.Conn) { b.setUp(true, nil) }),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { b.setUp(false, err) }),
+		nats.ConnectHandler(func(nc *nats.Conn) { b.setUp(nc, true, nil) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { b.setUp(nc, true, nil) }),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) { b.setUp(nc, false, err) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			b.log.Warn("nats error", zap.Error(err))
 		}),
@@ -163,7 +164,7 @@ func New(cfg Config) (*Bus, error) {
 	}
 	b.nc = nc
 	if nc.IsConnected() {
-		b.setUp(true, nil)
+		b.setUp(nc, true, nil)
 	}
 	b.inbox = nc.NewInbox()
 	if _, err := nc.Subscribe(b.inbox+".*", b.onReply); err != nil {
@@ -173,10 +174,10 @@ func New(cfg Config) (*Bus, error) {
 	return b, nil
 }
 
-func (b *Bus) setUp(up bool, err error) {
+func (b *Bus) setUp(nc *nats.Conn, up bool, err error) {
 	if up {
 		b.up.Set(1)
-		b.log.Info("bus connected", zap.String("url", b.nc.ConnectedUrlRedacted()))
+		b.log.Info("bus connected", zap.String("url", nc.ConnectedUrlRedacted()))
 		return
 	}
 	b.up.Set(0)
@@ -319,6 +320,20 @@ func (b *Bus) Claim(id string, stamp int64, done func(won bool)) {
 	})
 }
 
+// Who implements engine.Bus.
+func (b *Bus) Who(id string, done func(connID string)) {
+	go func() {
+		h := nats.Header{}
+		h.Set(hOp, opHolder)
+		st, body, err := b.call(opHolder, id, h, nil)
+		if err != nil || st != 200 {
+			done("")
+			return
+		}
+		done(string(body))
+	}()
+}
+
 // errDown is a call made while the bus is not connected.
 var errDown = errors.New("cluster: bus not connected")
 
@@ -445,6 +460,13 @@ func (b *Bus) serve(m *nats.Msg) {
 		info.Node = b.cfg.NodeID
 		body, _ := jsonInfo(info)
 		reply(200, body)
+	case opHolder:
+		info, ok := b.srv.Lookup([]byte(id))
+		if !ok {
+			reply(404, nil)
+			return
+		}
+		reply(200, []byte(info.ConnectionID))
 	case opRelease:
 		stamp, _ := strconv.ParseInt(m.Header.Get(hStamp), 10, 64)
 		b.mu.Lock()
