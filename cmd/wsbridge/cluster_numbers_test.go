@@ -36,8 +36,9 @@ func TestClusterNumbers(t *testing.T) {
 		for _, cluster := range []bool{false, true} {
 			b := newBackend(t, backend.Options{})
 			args := []string{"-ping-interval", "0", "-log-level", "info", "-trim-memory=false"}
+			var nats *natsServer
 			if cluster {
-				nats := startNATS(t)
+				nats = startNATS(t)
 				args = append(args, "-cluster", nats.url(), "-node-id", "n1")
 			}
 			p := startFastBridge(t, b.URL, args...)
@@ -45,6 +46,10 @@ func TestClusterNumbers(t *testing.T) {
 				waitClusterUp(t, p, 1)
 			}
 			conns := storm(t, p.ws, n, "first")
+			// Heap with n open connections, after a GC (pprof's gc=1).
+			_, _, _ = p.adminDo(t, "GET", "/debug/pprof/heap?gc=1", "")
+			t.Logf("cluster=%v: %d open: heap in use %.1f MiB (%.0f bytes per connection, with the process's fixed part)",
+				cluster, n, p.metric(t, "go_memstats_heap_inuse_bytes")/(1<<20), p.metric(t, "go_memstats_heap_inuse_bytes")/float64(n))
 			for _, c := range conns {
 				c.Close()
 			}
@@ -55,10 +60,27 @@ func TestClusterNumbers(t *testing.T) {
 				return nil
 			})
 			cpu0 := procCPU(t, p.Cmd.Process.Pid)
+			var natsCPU0 time.Duration
+			if nats != nil {
+				natsCPU0 = procCPU(t, nats.cmd.Process.Pid)
+			}
+			profDone := make(chan []byte, 1)
+			if os.Getenv("WSBRIDGE_CLUSTER_PROFILE") != "" {
+				go func() {
+					_, prof, _ := p.adminDo(t, "GET", "/debug/pprof/profile?seconds=4", "")
+					profDone <- []byte(prof)
+				}()
+			}
 			start := time.Now()
 			conns = storm(t, p.ws, n, "reconnect")
 			wall := time.Since(start)
 			cpu := procCPU(t, p.Cmd.Process.Pid) - cpu0
+			if nats != nil {
+				t.Logf("nats-server CPU during the reconnects: %.2fs", (procCPU(t, nats.cmd.Process.Pid) - natsCPU0).Seconds())
+			}
+			if f := os.Getenv("WSBRIDGE_CLUSTER_PROFILE"); f != "" {
+				_ = os.WriteFile(f+"."+strconv.FormatBool(cluster), <-profDone, 0o644)
+			}
 			t.Logf("cluster=%v: %d reconnects in %v: %.0f upgrades/s, bridge CPU %.2fs (%.1f µs per upgrade)",
 				cluster, n, wall.Round(time.Millisecond), float64(n)/wall.Seconds(), cpu.Seconds(), float64(cpu.Microseconds())/float64(n))
 			if cluster {
