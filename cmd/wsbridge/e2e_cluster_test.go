@@ -230,9 +230,10 @@ func TestClusterSimultaneousNewcomers(t *testing.T) {
 		type result struct {
 			r      *raw
 			status int
+			node   string
 		}
 		res := make(chan result, 2)
-		for _, p := range []*proc{n1, n2} {
+		for node, p := range map[string]*proc{"n1": n1, "n2": n2} {
 			go func() {
 				r := rawDial(t, p.ws)
 				r.send(upgradeRequest(id))
@@ -241,37 +242,46 @@ func TestClusterSimultaneousNewcomers(t *testing.T) {
 				if err != nil {
 					status = 0
 				}
-				res <- result{r, status}
+				res <- result{r, status, node}
 			}()
 		}
 		got := []result{<-res, <-res}
-		var open []*raw
+		opened := 0
 		for _, g := range got {
 			switch g.status {
 			case 101:
-				open = append(open, g.r)
+				opened++
 			case 409:
 			default:
 				t.Fatalf("%s: upgrade answered %d, want 101 or 409", id, g.status)
 			}
 		}
-		if len(open) == 0 {
+		if opened == 0 {
 			t.Fatalf("%s: both newcomers refused", id)
 		}
-		// A loser that opened before the winner's claim reached it is
-		// closed with 4000 now; the winner gets the pushes.
-		var winner *raw
-		if len(open) == 2 {
-			_ = open[0].conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-			h, p, err := open[0].readFrame()
-			if err == nil && h.OpCode == ws.OpClose && len(p) >= 2 && ws.StatusCode(uint16(p[0])<<8|uint16(p[1])) == protocol.CloseReplaced {
-				winner = open[1]
-			} else {
-				open[1].expectClose(protocol.CloseReplaced)
-				winner = open[0]
+		// The node holding id now is the winner's; a loser that had its
+		// 101 before the winner's claim reached it is closed with 4000.
+		var holder string
+		waitFor(t, 10*time.Second, func() error {
+			status, body, _ := n1.adminDo(t, "GET", "/"+id, "")
+			var m map[string]any
+			if status != 200 || json.Unmarshal([]byte(body), &m) != nil {
+				return fmt.Errorf("info %s: %d %q", id, status, body)
 			}
-		} else {
-			winner = open[0]
+			holder, _ = m["node"].(string)
+			return nil
+		})
+		var winner *raw
+		for _, g := range got {
+			switch {
+			case g.node == holder && g.status == 101:
+				winner = g.r
+			case g.status == 101:
+				g.r.expectClose(protocol.CloseReplaced)
+			}
+		}
+		if winner == nil {
+			t.Fatalf("%s: held on %s, whose newcomer was refused", id, holder)
 		}
 		for _, p := range []*proc{n1, n2} {
 			msg := id + " via " + p.admin
