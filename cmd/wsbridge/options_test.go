@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -144,5 +145,23 @@ func TestOptionsSignKey(t *testing.T) {
 	_, err = parseOptions([]string{"-sign-key", "a=s3cret-a,a=s3cret-b"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "-sign-key") || strings.Contains(err.Error(), "s3cret") {
 		t.Fatalf("duplicate keyid: got %v, want an error naming -sign-key without the secret", err)
+	}
+}
+
+func TestOptionsCluster(t *testing.T) {
+	o, err := parseOptions([]string{"-listen", "127.0.0.1:7555"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.Hostname()
+	requireEqual(t, "default -node-id", o.nodeID, host+":7555")
+	requireEqual(t, "default -cluster", o.cluster, "")
+	o, err = parseOptions([]string{"-cluster", "nats://a:4222, nats://b:4222", "-node-id", "n1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireEqual(t, "-node-id", o.nodeID, "n1")
+	if _, err := parseOptions([]string{"-cluster", "http://a:4222"}, nil); err == nil {
+		t.Fatal("-cluster with an http URL accepted")
 	}
 }
