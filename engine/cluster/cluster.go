@@ -366,9 +366,13 @@ func (b *Bus) call(op, id string, h nats.Header, data []byte) (status int, body 
 		return 0, nil, fmt.Errorf("cluster: %s %s: %w", op, id, err)
 	}
 	b.msgsOut.Inc()
-	final := 404 // push, kick, info: 200 beats 404
+	// A decisive answer ends the call at once; the other kind waits Grace
+	// for a decisive one from another node. Push, kick, info and holder:
+	// anything but 404 (the node holding it answered). Release: 0 (a node
+	// keeps the id beats one that gave it up).
+	decisive := func(st int) bool { return st != 404 }
 	if op == opRelease {
-		final = 0 // release: a node that keeps the id beats one that gave it up
+		decisive = func(st int) bool { return st == 0 }
 	}
 	timeout := time.NewTimer(b.cfg.Timeout)
 	defer timeout.Stop()
@@ -387,7 +391,7 @@ func (b *Bus) call(op, id string, h nats.Header, data []byte) (status int, body 
 				return 404, nil, nil
 			}
 			st, _ := strconv.Atoi(r.Header.Get(hStatus))
-			if st == final || op != opRelease && st != 404 {
+			if decisive(st) {
 				return st, r.Data, nil
 			}
 			status, body, got = st, r.Data, true
