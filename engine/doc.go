@@ -38,6 +38,12 @@
 //	loop.go       the per-loop mailbox and timing wheel
 //	registry.go   the ClientId registry; admin.go push, kick and info (the
 //	              admin HTTP API is engine/adminapi)
+//	cluster.go    with Config.Bus (-cluster, engine/cluster over NATS): a held
+//	              GET first asks which connection it replaces on another node
+//	              (askHolder); an accepted owner stays in takeover while it
+//	              claims the ClientId from the other nodes (claimGET,
+//	              onClaimed); Server.Release gives a ClientId up to another
+//	              node, answered once its DELETE is
 //
 // One message's path (engine/ never builds a backend request: it hands
 // bridge.Session plain values and gets a bridge.Reply back):
