@@ -6,11 +6,13 @@ import (
 	"net"
 	"os/exec"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/valyala/fasthttp"
 
 	"github.com/wsbridge/wsbridge/bench/backend"
 	"github.com/wsbridge/wsbridge/protocol"
@@ -412,4 +414,32 @@ func TestClusterNodeKilled(t *testing.T) {
 		t.Errorf("backend violations: %d, want %d (a GET per killed connection): %s", v, clients, b.LastViolation())
 	}
 	b.Violations.Store(0)
+}
+
+// TestClusterReplacementSlowDelete: the old connection's DELETE takes
+// longer than a cross-node call's 2 s bound; the newcomer on another node
+// still gets its 101 only once that DELETE is answered (a release waits
+// for the DELETE, bounded by -backend-timeout, not by the 2 s).
+func TestClusterReplacementSlowDelete(t *testing.T) {
+	const slow = 3 * time.Second
+	var deleteAnswered atomic.Int64 // unix nanos
+	nats := startNATS(t)
+	b := newBackend(t, backend.Options{Hook: func(ctx *fasthttp.RequestCtx, c *backend.Call) bool {
+		if c.Method == "DELETE" {
+			time.Sleep(slow)
+			deleteAnswered.Store(time.Now().UnixNano())
+		}
+		return false
+	}})
+	n1 := startNode(t, nats, b.URL, "n1")
+	n2 := startNode(t, nats, b.URL, "n2")
+	old := rawUpgrade(t, n1.ws, "slow")
+	start := time.Now()
+	rawUpgrade(t, n2.ws, "slow")
+	at := time.Now()
+	old.expectClose(protocol.CloseReplaced)
+	answered := deleteAnswered.Load()
+	if answered == 0 || at.UnixNano() < answered {
+		t.Fatalf("newcomer's 101 after %v, before the old DELETE was answered (answered: %d)", at.Sub(start), answered)
+	}
 }

@@ -104,7 +104,9 @@ func run(o *options) error {
 	if o.cluster != "" {
 		bus, err = cluster.New(cluster.Config{
 			URLs: strings.Join(splitList(o.cluster), ","), NodeID: o.nodeID,
-			Log: log, Registry: metrics.Registry,
+			// The holder answers a release once its DELETE is answered.
+			ReleaseTimeout: o.backendTimeout + 5*time.Second,
+			Log:            log, Registry: metrics.Registry,
 		})
 		if err != nil {
 			return err

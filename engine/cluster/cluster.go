@@ -51,6 +51,11 @@ type Config struct {
 	URLs    string        // -cluster: nats://host:port[,…], tried in turn
 	NodeID  string        // -node-id
 	Timeout time.Duration // a cross-node call's bound; 0 = 2 s
+	// ReleaseTimeout bounds a release: the holder answers once its
+	// connection's DELETE is answered, which takes up to the backend's
+	// timeout (-backend-timeout). Past it the newcomer opens anyway.
+	// 0 = 65 s.
+	ReleaseTimeout time.Duration
 	// Grace is how long a call that got a 404 (or a release that got a
 	// yes) waits for another node's better answer: two nodes may answer
 	// for one ClientId while it passes from one to the other. 0 = 20 ms.
@@ -102,6 +107,9 @@ type held struct {
 func New(cfg Config) (*Bus, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Second
+	}
+	if cfg.ReleaseTimeout <= 0 {
+		cfg.ReleaseTimeout = 65 * time.Second
 	}
 	if cfg.Grace <= 0 {
 		cfg.Grace = 20 * time.Millisecond
@@ -374,7 +382,11 @@ func (b *Bus) call(op, id string, h nats.Header, data []byte) (status int, body 
 	if op == opRelease {
 		decisive = func(st int) bool { return st == 0 }
 	}
-	timeout := time.NewTimer(b.cfg.Timeout)
+	limit := b.cfg.Timeout
+	if op == opRelease {
+		limit = b.cfg.ReleaseTimeout
+	}
+	timeout := time.NewTimer(limit)
 	defer timeout.Stop()
 	var grace <-chan time.Time
 	got := false
