@@ -443,3 +443,18 @@ func TestClusterReplacementSlowDelete(t *testing.T) {
 		t.Fatalf("newcomer's 101 after %v, before the old DELETE was answered (answered: %d)", at.Sub(start), answered)
 	}
 }
+
+// TestClusterSeveralURLs: -cluster's URLs are tried in turn: a first one
+// that refuses does not keep the node off the bus.
+func TestClusterSeveralURLs(t *testing.T) {
+	nats := startNATS(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	b := newBackend(t, backend.Options{})
+	p := startBridge(t, b.URL, "-cluster", "nats://"+dead+","+nats.url(), "-node-id", "n1")
+	waitClusterUp(t, p, 1)
+}

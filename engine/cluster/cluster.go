@@ -150,6 +150,7 @@ func New(cfg Config) (*Bus, error) {
 		nats.Name("wsbridge " + cfg.NodeID),
 		nats.NoEcho(), // a node never calls itself: its own subscriptions are not responders
 		nats.RetryOnFailedConnect(true),
+		nats.DontRandomize(), // -cluster's URLs are tried in the order given
 		nats.MaxReconnects(-1),
 		nats.CustomReconnectDelay(func(attempts int) time.Duration {
 			d := 100 * time.Millisecond << min(attempts, 6)
