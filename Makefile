@@ -31,7 +31,7 @@ cluster: build ## nats-server and three clustered nodes on local ports (ws 7101-
 .PHONY: test
 test: ## all tests with the race detector in random order, then the load, allocation and memory tests without it (what CI runs)
 	$(GO) test -race -shuffle=on -timeout 15m ./...
-	$(GO) test -count=1 -timeout 10m -run 'TestReconnectStorm|TestDrain10k|TestTrimAfterBurst' -v ./cmd/wsbridge/
+	$(GO) test -count=1 -timeout 10m -run 'TestReconnectStorm|TestDrain10k|TestTrimAfterBurst|TestJournalKillRestart10k' -v ./cmd/wsbridge/
 	$(GO) test -count=1 -timeout 5m -run 'Allocs|TestIdleConnMemory|TestStateSizes|TestSizeAfterMillion' -v ./protocol/ ./engine/ ./bridge/...
 
 .PHONY: test-short
@@ -61,6 +61,7 @@ fuzz: ## run every fuzz target for FUZZTIME executions each (crashers land in te
 	$(GO) test -run '^$$' -fuzz '^FuzzParseProxy$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./protocol/
 	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./bridge/journal/
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./bridge/sign/
+	$(GO) test -run '^$$' -fuzz '^FuzzBatchReply$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./bridge/
 	$(GO) test -run '^$$' -fuzz '^FuzzAdmin$$' -fuzztime $(ADMINFUZZTIME) -fuzzminimizetime 2s ./engine/adminapi/
 
 .PHONY: lint

@@ -12,6 +12,13 @@
 # backend as docs/tuning.md describes ($PIPELINED, by default 16 backend
 # connections carrying up to 16 pipelined requests each).
 #
+# Environment: CONTENDERS (default "wsbridge wsbridge-pipelined"; "peer"
+# is added with --peer), RUNS (default "idle throughput handshake push
+# fixed"), TCONNS (closed-loop connections of the throughput run, default
+# 200), FIXED_RATES (default "5000 10000" msg/s), BACKEND_ARGS (flags
+# for the mock backend, e.g. "-delay 20ms -workers 32" for a PHP-FPM-like
+# one).
+#
 # Everything runs inside a network namespace of its own with only a
 # loopback interface, so a peer that binds every interface is still
 # reachable from nowhere else. The peer is expected to behave like ws2api:
@@ -24,7 +31,7 @@
 # the ratio of medians to the peer's.
 set -euo pipefail
 
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 peer="" ramp=0 out="" rounds=1
 while (($#)); do
@@ -102,6 +109,9 @@ stop() {
 
 wsbench() { "$bin/wsbench" "$@" -quiet -json; }
 
+# want RUN: whether $RUNS (default: all) names the run.
+want() { [[ " ${RUNS:-idle throughput handshake push fixed} " == *" $1 "* ]]; }
+
 # added_snapshot ADMIN: the cumulative buckets of wsbridge's added-latency
 # histogram, "le count" per line (nothing for a bridge without it).
 added_snapshot() {
@@ -126,7 +136,8 @@ added_quantiles() {
 # measure NAME ADMIN CMD...: the five side-by-side runs against one bridge.
 measure() {
   local name=$1 admin=$2; shift 2
-  "$bin/wsbench" backend -listen 127.0.0.1:8000 >"$out/$name-backend.log" 2>&1 &
+  # shellcheck disable=SC2086 # $BACKEND_ARGS is a list of flags
+  "$bin/wsbench" backend -listen 127.0.0.1:8000 ${BACKEND_ARGS:-} >"$out/$name-backend.log" 2>&1 &
   local backend=$!
   wait_port 8000
   (cd "$out" && exec "$@") >"$out/$name.log" 2>&1 &
@@ -138,6 +149,7 @@ measure() {
   # read 5 s after the last connect, and again ~20 s after it, once the
   # bridge has settled (wsbridge's -trim-memory acts after ~10 quiet seconds).
   local rss0 rss1 rss2
+  if want idle; then
   rss0=$(rss_bytes "$pid")
   wsbench ramp -url ws://127.0.0.1:7001 -conns 15000 -rate 5000 -interval 1h -duration 21s \
     -prefix idle >"$out/$name-idle.json" &
@@ -152,20 +164,24 @@ measure() {
       bytes_per_conn:(($b - $a) / .max_held | floor), bytes_per_conn_settled:(($c - $a) / .max_held | floor),
       errors}' "$out/$name-idle.json" >>"$out/results.jsonl"
   sleep 2
+  fi
 
   # 2. Round trips per bridge CPU-second: 200 connections in closed loop.
   local c0 c1
+  if want throughput; then
   c0=$(cpu_ticks "$pid")
-  wsbench throughput -url ws://127.0.0.1:7001 -conns 200 -duration 10s -prefix tp >"$out/$name-throughput.json"
+  wsbench throughput -url ws://127.0.0.1:7001 -conns "${TCONNS:-200}" -duration 10s -prefix tp >"$out/$name-throughput.json"
   c1=$(cpu_ticks "$pid")
   jq -c --arg n "$name" --argjson t "$((c1 - c0))" --argjson clk "$clk" \
     '{bridge:$n, run:"throughput", msgs_per_sec:(.msgs_per_sec|floor), cpu_seconds:($t/$clk),
       msgs_per_cpu_second:(.recv / ($t/$clk) | floor), p50_ms:.rtt_ms.p50, p99_ms:.rtt_ms.p99, errors}' \
     "$out/$name-throughput.json" >>"$out/results.jsonl"
+  fi
 
   # 3. Upgrades per second: connect, upgrade, close, 100 at a time. The
   # load generator and the backend share the two cores, so the bridge's
   # CPU per upgrade is reported too.
+  if want handshake; then
   c0=$(cpu_ticks "$pid")
   wsbench handshake -url ws://127.0.0.1:7001 -conns 100 -duration 10s -prefix hs >"$out/$name-handshake.json"
   c1=$(cpu_ticks "$pid")
@@ -173,12 +189,15 @@ measure() {
     '{bridge:$n, run:"handshake", upgrades_per_sec:(.upgrades_per_sec|floor), cpu_seconds:($t/$clk),
       upgrades_per_cpu_second:(.upgrades / ($t/$clk) | floor),
       p50_ms:.upgrade_ms.p50, p99_ms:.upgrade_ms.p99, errors}' "$out/$name-handshake.json" >>"$out/results.jsonl"
+  fi
 
   # 4. Pushes per second: 5,000 clients, backend-initiated POST /<id>.
+  if want push; then
   wsbench push -url ws://127.0.0.1:7001 -admin "$admin" -conns 5000 -duration 10s -prefix push >"$out/$name-push.json"
   jq -c --arg n "$name" '{bridge:$n, run:"push", pushes_per_sec:(.pushes_per_sec|floor),
       delivery_p50_ms:.rtt_ms.p50, delivery_p99_ms:.rtt_ms.p99, push_errors:(.push_errors // 0), errors}' \
     "$out/$name-push.json" >>"$out/results.jsonl"
+  fi
 
   # 5. Latency at a fixed load: 5,000 and then 10,000 connections, one
   # message a second each (10,000 msg/s is about half of wsbridge's
@@ -187,7 +206,8 @@ measure() {
   # adds itself, from its histogram once the connections are open (upper
   # bounds of the buckets p50 and p99 fall in).
   local rate
-  for rate in 5000 10000; do
+  want fixed || FIXED_RATES=""
+  for rate in ${FIXED_RATES-5000 10000}; do
     wsbench ramp -url ws://127.0.0.1:7001 -conns "$rate" -rate 5000 -interval 1s -duration 14s \
       -prefix "fixed$rate" >"$out/$name-fixed$rate.json" &
     local gen=$!
@@ -311,8 +331,8 @@ if ((ramp)); then
   ramp250k
 else
   touch "$out/results.jsonl"
-  contenders=(wsbridge wsbridge-pipelined)
-  [[ -n $peer ]] && contenders+=(peer)
+  read -ra contenders <<<"${CONTENDERS:-wsbridge wsbridge-pipelined}"
+  [[ -n $peer && " ${contenders[*]} " != *" peer "* ]] && contenders+=(peer)
   for ((r = 1; r <= rounds; r++)); do
     # Rotate the order each round, so no contender always runs first or last.
     for ((k = 0; k < ${#contenders[@]}; k++)); do

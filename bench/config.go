@@ -19,6 +19,7 @@ const (
 	Push       = "push"
 	Storm      = "storm"
 	Density    = "density"
+	Fanout     = "fanout"
 )
 
 // PerProcess is how many client connections one process holds at most: the
@@ -57,17 +58,18 @@ type Config struct {
 	BridgeBin  string // density: wsbridge binary to start
 	BridgeArgs string // density: extra wsbridge flags
 	TConns     int    // density: closed-loop connections for the CPU run
+	FanoutPush bool   // fanout: one admin push per connection instead of one channel publish
 }
 
 func (c *Config) flags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Scenario, "scenario", c.Scenario, "ramp, throughput, handshake, push, storm or density (or give it as the first argument)")
+	fs.StringVar(&c.Scenario, "scenario", c.Scenario, "ramp, throughput, handshake, push, storm, density or fanout (or give it as the first argument)")
 	fs.StringVar(&c.URL, "url", "ws://127.0.0.1:7001", "bridge WebSocket `URL`; the ClientId (prefix + index) is appended")
 	fs.StringVar(&c.IDPrefix, "prefix", "b", "ClientId prefix")
 	fs.StringVar(&c.Backend, "backend", "none", "start the mock backend in-process on this `address` (e.g. 127.0.0.1:8000), or none")
 	fs.StringVar(&c.Admin, "admin", "127.0.0.1:7002", "bridge admin `address` (push API, /metrics)")
 	fs.IntVar(&c.Conns, "conns", 0, "connections (handshake: connects in flight); 0 = the scenario's default")
 	fs.DurationVar(&c.Ramp, "ramp", 60*time.Second, "ramp: open -conns over this long")
-	fs.Float64Var(&c.Rate, "rate", 0, "ramp: connections per second (overrides -ramp); push: pushes per second (0 = as fast as possible)")
+	fs.Float64Var(&c.Rate, "rate", 0, "ramp: connections per second (overrides -ramp); push: pushes per second (0 = as fast as possible); fanout: messages to all per second (0 = 10)")
 	fs.DurationVar(&c.Duration, "duration", 0, "measurement time (ramp: after the ramp; storm: longest wait for all to be back); 0 = the scenario's default")
 	fs.DurationVar(&c.Interval, "interval", 10*time.Second, "ramp: one message per connection this often")
 	fs.IntVar(&c.Size, "size", 64, "message payload `bytes` (at least the 30-byte timestamp)")
@@ -84,6 +86,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.Quiet, "quiet", false, "no live progress line")
 	fs.StringVar(&c.BridgeBin, "bridge", "", "density: wsbridge `binary` to start (default: next to wsbench, then $PATH)")
 	fs.StringVar(&c.BridgeArgs, "bridge-args", "", "density: extra wsbridge flags, space-separated")
+	fs.BoolVar(&c.FanoutPush, "fanout-push", false, "fanout: send each message as one admin push per connection (today's way) instead of one channel publish")
 	fs.IntVar(&c.TConns, "tconns", 200, "density: closed-loop connections for the messages-per-CPU-second run")
 }
 
@@ -100,6 +103,7 @@ func (c *Config) defaults() error {
 		Push:       {1000, 10 * time.Second},
 		Storm:      {10000, 60 * time.Second},
 		Density:    {15000, 10 * time.Second},
+		Fanout:     {1000, 10 * time.Second},
 	}
 	def, ok := defs[c.Scenario]
 	if !ok {
@@ -158,6 +162,7 @@ examples:
   wsbench ramp -backend 127.0.0.1:8000 -conns 20000 -ramp 20s -interval 10s -duration 30s -csv ramp.csv
   wsbench push -backend 127.0.0.1:8000 -admin 127.0.0.1:7002 -conns 5000 -duration 10s
   wsbench density -conns 15000
+  wsbench fanout -backend 127.0.0.1:8000 -admin 127.0.0.1:7002 -conns 10000 -rate 20 -duration 10s [-fanout-push]
 
 flags:
 `

@@ -151,6 +151,11 @@ func WriteTable(w io.Writer, r *Result) {
 	if r.Violations >= 0 {
 		row("backend violations", "%d", r.Violations)
 	}
+	if f := r.Fanout; f != nil {
+		row("fan-out", "%s: %d messages to %d conns, %d complete; %d deliveries, %.2f bridge CPU-s: %.0f deliveries per CPU-second",
+			f.Mode, f.Messages, r.Conns, f.Complete, f.Deliveries, f.CPU, f.DeliveriesCPU)
+		row("to the last", "p50 %.2f  p90 %.2f  p99 %.2f  max %.2f ms  (n=%d)", f.Last.P50, f.Last.P90, f.Last.P99, f.Last.Max, f.Last.N)
+	}
 	if d := r.Density; d != nil {
 		row("bridge RSS", "%.1f MiB idle → %.1f MiB with %d conns: %.0f B/conn", mib(d.RSSBefore), mib(d.RSSAfter), d.Conns, d.RSSPerConn)
 		if d.RSSSettled > 0 {
@@ -174,6 +179,8 @@ func mainBackend(args []string, stderr io.Writer) int {
 	seq := fs.Bool("sequenced", true, "check that messages starting with a number arrive in order per connection")
 	every := fs.Duration("stats", 10*time.Second, "print counters this often (0 = only at exit)")
 	stall := fs.Bool("stall-posts", false, "never answer POSTs (a stalled backend): hold each until the bridge gives up")
+	delay := fs.Duration("delay", 0, "take this long over every call, like a framework that boots per request (0 = answer at once)")
+	workers := fs.Int("workers", 0, "with -delay: serve at most this many calls at once, like a PHP-FPM pool; more wait in line (0 = no limit)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -181,6 +188,20 @@ func mainBackend(args []string, stderr io.Writer) int {
 		return 2
 	}
 	opts := backend.Options{Addr: *listen, Sequenced: *seq}
+	if *delay > 0 {
+		var pool chan struct{}
+		if *workers > 0 {
+			pool = make(chan struct{}, *workers)
+		}
+		opts.Hook = func(*fasthttp.RequestCtx, *backend.Call) bool {
+			if pool != nil {
+				pool <- struct{}{}
+				defer func() { <-pool }()
+			}
+			time.Sleep(*delay)
+			return false
+		}
+	}
 	if *stall {
 		opts.Hook = func(ctx *fasthttp.RequestCtx, c *backend.Call) bool {
 			if c.Method != fasthttp.MethodPost {

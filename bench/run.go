@@ -77,6 +77,7 @@ type Result struct {
 	Violations int64            `json:"backend_violations"` // -1 when the mock backend is not ours
 
 	Density *DensityResult `json:"density,omitempty"`
+	Fanout  *FanoutResult  `json:"fanout,omitempty"`
 	Series  []Point        `json:"-"`
 }
 
@@ -140,6 +141,8 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 		res, err = r.push(ctx)
 	case Storm:
 		res, err = r.storm(ctx)
+	case Fanout:
+		res, err = r.fanout(ctx)
 	}
 	if res != nil {
 		r.finish(res)

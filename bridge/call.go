@@ -73,6 +73,7 @@ type Call struct {
 	start      time.Time
 	scratch    []byte // URI and header value building, reused
 	sig        []byte // the signed headers' values, built by the worker (sign.go)
+	batch      *batch // set on a batch request (batch.go)
 }
 
 var epoch = time.Now()
@@ -99,6 +100,7 @@ func ReleaseCall(c *Call) {
 	c.attempt = 0
 	c.staleRetry = false
 	c.seq = 0
+	c.batch = nil
 	c.start = time.Time{}
 	if cap(c.scratch) > 4096 {
 		c.scratch = nil

@@ -75,6 +75,13 @@ type Config struct {
 	// Signer, if set, signs every GET, POST and DELETE (RFC 9421, see
 	// sign.go); nil sends them unsigned and without Wsbridge-Seq.
 	Signer *sign.Signer
+	// BatchURL, if set, sends the messages of many connections together in
+	// one POST to it (batch.go): at most BatchMax messages (0 means
+	// DefaultBatchMax), after at most BatchDelay (0 means
+	// DefaultBatchDelay). It must be on Backend's scheme, host and port.
+	BatchURL   string
+	BatchMax   int
+	BatchDelay time.Duration
 }
 
 // Client calls the backend. It is safe for concurrent use.
@@ -90,6 +97,7 @@ type Client struct {
 	base    []byte // scheme://host[:port]/path/ ready for the ClientId
 	breaker breaker
 	log     *zap.Logger
+	bat     *batcher // nil unless BatchURL is set
 
 	mu       sync.Mutex
 	cond     *sync.Cond
@@ -103,6 +111,7 @@ type Client struct {
 	all      []*worker // every worker, for watchStuck
 	minIdle  int       // fewest idle workers seen by a call since the last retirement
 	retire   int       // idle workers asked to exit
+	woken    int       // idle workers signalled and not yet running
 	stop     chan struct{}
 	closed   bool
 
@@ -176,6 +185,11 @@ func New(cfg Config) (*Client, error) {
 	if c.log == nil {
 		c.log = zap.NewNop()
 	}
+	if cfg.BatchURL != "" {
+		if c.bat, err = newBatcher(c, cfg.BatchURL, cfg.BatchMax, cfg.BatchDelay); err != nil {
+			return nil, err
+		}
+	}
 	c.cond = sync.NewCond(&c.mu)
 	go c.retireIdle(retireEvery)
 	go c.watchStuck(min(max(cfg.StuckAfter/5, 5*time.Millisecond), 100*time.Millisecond))
@@ -212,6 +226,10 @@ func (c *Client) Submit(call *Call) {
 		c.complete(call)
 		return
 	}
+	if call.Method == POST && c.bat != nil && call.batch == nil {
+		c.bat.add(call) // a message: it goes in a batch
+		return
+	}
 	c.enqueue(call)
 }
 
@@ -236,17 +254,25 @@ func (c *Client) pushLocked(call *Call) {
 	c.queued++
 }
 
-// wakeAndUnlock gets a worker to the queue, which has n new calls: it
-// wakes idle workers or, when none is idle, starts one (see roomLocked).
-// c.mu is held on entry and released.
+// wakeAndUnlock gets workers to the queue, which has n new calls: it
+// wakes idle workers not already woken or, when there are none, starts one
+// (see roomLocked); a worker that takes a call while more wait and none is
+// free starts the next (worker). c.mu is held on entry and released.
 func (c *Client) wakeAndUnlock(n int) {
 	var w *worker
+	free := c.idle - c.woken
 	switch {
-	case c.idle == 0 && c.roomLocked() > 0:
-		w = c.addWorkerLocked()
-	case n == 1:
-		c.cond.Signal()
-	case c.idle > 0:
+	case free <= 0:
+		if c.roomLocked() > 0 {
+			w = c.addWorkerLocked()
+		}
+	case n < free:
+		c.woken += n
+		for range n {
+			c.cond.Signal()
+		}
+	default:
+		c.woken = c.idle
 		c.cond.Broadcast()
 	}
 	c.mu.Unlock()
@@ -338,6 +364,7 @@ func (c *Client) retireIdle(every time.Duration) {
 		c.mu.Lock()
 		if n := min(c.minIdle, c.idle) - c.retire; n > 0 {
 			c.retire += n
+			c.woken = min(c.idle, c.woken+n)
 			for range n {
 				c.cond.Signal()
 			}
@@ -378,6 +405,7 @@ func (c *Client) worker(w *worker) {
 			c.idle++
 			c.cond.Wait()
 			c.idle--
+			c.woken = max(0, c.woken-1)
 		}
 		if c.head == nil && (c.closed || c.retire > 0) {
 			if !c.closed {
@@ -398,8 +426,18 @@ func (c *Client) worker(w *worker) {
 		for range n {
 			batch = append(batch, c.pop())
 		}
+		// Calls still waiting with no worker free to take them: start the
+		// next worker, so that a burst which found one idle worker fans out
+		// instead of waiting in line behind it.
+		var next *worker
+		if c.queued > c.idle-c.woken+c.starting && c.roomLocked() > 0 {
+			next = c.addWorkerLocked()
+		}
 		w.since.Store(Now())
 		c.mu.Unlock()
+		if next != nil {
+			go c.worker(next)
+		}
 		c.doBatch(&w.p, batch, errs)
 		clear(batch) // do not keep finished calls reachable
 		w.since.Store(0)
@@ -503,6 +541,9 @@ func (c *Client) classify(call *Call) Outcome {
 			return OutcomeRefused
 		}
 	case POST:
+		if call.batch != nil {
+			return call.batch.parse(call)
+		}
 		if len(body) > 0 && !IsBinary(&call.Resp) && !utf8.Valid(body) {
 			return OutcomeBadReply
 		}
@@ -534,6 +575,9 @@ func IsBinary(resp *fasthttp.Response) bool {
 // Close stops the workers once the queue is empty. Calls submitted after
 // Close are not run.
 func (c *Client) Close() {
+	if c.bat != nil {
+		c.bat.flush()
+	}
 	c.mu.Lock()
 	if !c.closed {
 		close(c.stop)

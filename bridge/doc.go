@@ -19,9 +19,12 @@
 //	conn.Finished   ◀────────── Reply (status, body, binary); Call released
 //
 // Files: session.go (the seam), request.go (where a backend call is built),
-// call.go (Call and its pool), client.go (workers, queue, classification),
+// orphan.go (the DELETE of a connection a crashed process left open, from
+// the journal), call.go (Call and its pool), client.go (workers, queue,
+// classification),
 // pipelined.go (HTTP/1.1 pipelining), breaker.go, probe.go and stale.go
-// (the circuit breaker, its probes, sockets the backend closed).
+// (the circuit breaker, its probes, sockets the backend closed), batch.go
+// (-backend-batch-url: many connections' POSTs in one call).
 //
 // A Client holds a pool of worker goroutines, each with its own backend
 // socket, fed by a FIFO queue: at most MaxConns (-backend-max-conns) whose

@@ -37,6 +37,10 @@ type Reply struct {
 	// ContentType, Protocol and Challenge are a GET's Content-Type,
 	// Sec-WebSocket-Protocol and WWW-Authenticate (nil for other calls).
 	ContentType, Protocol, Challenge []byte
+	// Subscribe and Unsubscribe are a 2xx GET's or POST's
+	// Wsbridge-Subscribe and Wsbridge-Unsubscribe values (nil when
+	// absent): comma-separated channel names, for the engine to apply.
+	Subscribe, Unsubscribe []byte
 
 	received, backend int64
 }
@@ -304,6 +308,12 @@ func (s *Session) Finish(l *Loop, c *Call, o Owner) {
 		}
 	}
 	r := Reply{Method: c.Method, Outcome: c.Outcome, Status: c.Resp.StatusCode(), Body: c.Resp.Body()}
+	if c.Outcome == OutcomeOK && c.Method != DELETE {
+		r.Subscribe = c.Resp.Header.PeekBytes(hdrSubscribe)
+		if c.Method == POST {
+			r.Unsubscribe = c.Resp.Header.PeekBytes(hdrUnsubscribe)
+		}
+	}
 	switch c.Method {
 	case GET:
 		r.ContentType = c.Resp.Header.ContentType()
@@ -322,6 +332,8 @@ func (s *Session) Finish(l *Loop, c *Call, o Owner) {
 var (
 	hdrProtocol        = []byte("Sec-WebSocket-Protocol")
 	hdrWWWAuthenticate = []byte("WWW-Authenticate")
+	hdrSubscribe       = []byte(protocol.HeaderSubscribe)
+	hdrUnsubscribe     = []byte(protocol.HeaderUnsubscribe)
 )
 
 // push adds c. It reports true when nothing was in flight: the caller must

@@ -16,6 +16,8 @@ const (
 	adminPush adminKind = iota
 	adminKick
 	adminInfo
+	adminSubscribe   // reason holds the channel name
+	adminUnsubscribe // reason holds the channel name
 )
 
 // adminReq carries one admin call to a connection's loop and its answer
@@ -147,6 +149,11 @@ func (c *conn) onAdmin(req *adminReq) {
 			LastSeen:     s.start.Add(time.Duration(c.l.now-c.l.since(c.lastRead)) * s.cfg.Tick).UTC().Format(time.RFC3339),
 			Meta:         c.sess.Meta(c.l.bl),
 		}
+		req.status = http.StatusOK
+	case adminSubscribe:
+		req.status = c.join(s2b(req.reason))
+	case adminUnsubscribe:
+		c.leave(s2b(req.reason))
 		req.status = http.StatusOK
 	}
 }

@@ -130,6 +130,7 @@ func (c *conn) end(why closeReason, code ws.StatusCode, reason string) {
 	}
 	s, l := c.l.srv, c.l
 	c.flags |= fEnded
+	c.leaveChannels() // before its DELETE: a closing connection gets no channel message
 	if c.phase == phOpen && c.openedAt != 0 {
 		l.open.remove(c)
 		s.metrics.connections.Dec()

@@ -72,6 +72,10 @@ type side struct {
 	del     bridge.Held // the DELETE, prepared when the close starts
 	rest    []byte      // inbound bytes kept when the socket closed, decoded as the queue makes room
 
+	// subscribe is the accepting GET's Wsbridge-Subscribe list, applied
+	// once the connection is open.
+	subscribe string
+
 	// proxied is the client's address from a trusted proxy's PROXY
 	// protocol header, until the request is parsed.
 	proxied netip.AddrPort
@@ -153,6 +157,7 @@ func (c *conn) Finished(r bridge.Reply) {
 	case bridge.POST:
 		c.onPOST(&r)
 	case bridge.DELETE:
+		c.journalGone(&r)
 		c.onDELETE()
 	}
 }

@@ -44,6 +44,8 @@
 //	              claims the ClientId from the other nodes (claimGET,
 //	              onClaimed); Server.Release gives a ClientId up to another
 //	              node, answered once its DELETE is
+//	journal.go    -journal (bridge/journal): the opened record before the
+//	              101, gone once the DELETE is answered, the orphans' replay
 //
 // One message's path (engine/ never builds a backend request: it hands
 // bridge.Session plain values and gets a bridge.Reply back):

@@ -53,6 +53,8 @@ func (c *conn) readHandshake() gnet.Action {
 		ref = &refMaxPending
 	case s.backend.Shedding():
 		ref = &refCircuitOpen
+	case s.jbroken.Load():
+		ref = &refJournal
 	}
 	if ref != nil {
 		c.refuse(*ref)
@@ -108,6 +110,7 @@ func (c *conn) readHandshake() gnet.Action {
 		c.startGET(replaces)
 	} else {
 		l.wheel.schedule(c, l.now+s.holdTicks)
+		s.replay.hurry(c.clientID())
 	}
 	return gnet.None
 }
@@ -249,17 +252,13 @@ func (c *conn) onGET(r *bridge.Reply) {
 		if p := r.Protocol; len(p) > 0 && protocol.ProtocolOffered(s2b(c.side.offered), p) {
 			c.side.chosen = string(p)
 		}
-		var ro role
-		if s.cl != nil {
-			ro = c.claimGET()
-		} else {
-			ro = s.reg.accepted(c)
+		if len(r.Subscribe) > 0 {
+			c.side.subscribe = string(r.Subscribe)
 		}
-		if ro == roleOwner {
-			c.open()
-		} else {
-			c.setPhase(phTakeover)
+		if s.j != nil && c.record() {
+			return // journalRelease goes on once the record is written
 		}
+		c.accept()
 		return
 	}
 	c.uncount()
@@ -292,6 +291,23 @@ func (c *conn) onGET(r *bridge.Reply) {
 	c.l.closeConn(c)
 }
 
+// accept goes on with an accepted GET: the 101 now, or once the
+// connection it replaces is gone.
+func (c *conn) accept() {
+	s := c.l.srv
+	var ro role
+	if s.cl != nil {
+		ro = c.claimGET()
+	} else {
+		ro = s.reg.accepted(c)
+	}
+	if ro == roleOwner {
+		c.open()
+	} else {
+		c.setPhase(phTakeover)
+	}
+}
+
 // open sends the 101 and starts the message flow.
 func (c *conn) open() {
 	l, s := c.l, c.l.srv
@@ -313,6 +329,9 @@ func (c *conn) open() {
 		l.wheel.schedule(c, l.now+s.pingTicks)
 	}
 	c.write(protocol.AppendSwitching(l.wbuf[:0], hs.key[:], s2b(hs.chosen)))
+	if hs.subscribe != "" && c.gc != nil {
+		c.applyChannels(s2b(hs.subscribe), true)
+	}
 	if c.gc != nil && c.gc.InboundBuffered() > 0 {
 		if c.readFrames() == gnet.Close {
 			l.closeConn(c)

@@ -24,13 +24,22 @@ import (
 //  1. with -reuseport, attaches a one-instruction classic BPF program to
 //     the port's SO_REUSEPORT group that hands every new connection to the
 //     first socket after this process's own (the next process started with
-//     -reuseport) and waits for this process's accept queues to empty;
-//  2. removes each listener from every epoll instance, so gnet never sees
-//     it again;
-//  3. detaches the program and shuts the listeners down (shutdown(SHUT_RD)
+//     -reuseport);
+//  2. attaches a socket filter that drops every packet to this process's
+//     listeners, so no new connection joins their accept queues (a client
+//     whose SYN is dropped sends it again a second later, and meets the
+//     next process or a refusal), and waits for gnet to accept what is
+//     already queued: gnet's acceptor accepts until accept(2) says EAGAIN,
+//     so under a flood of connects it would otherwise never stop;
+//  3. removes each listener from every epoll instance, so gnet never sees
+//     it again, and waits a moment for an acceptor that was already woken
+//     to meet EAGAIN;
+//  4. detaches the program and shuts the listeners down (shutdown(SHUT_RD)
 //     on a listening socket stops listening and leaves the SO_REUSEPORT
 //     group), so the kernel sends new connections to the other processes on
-//     the port, or refuses them when there are none.
+//     the port, or refuses them when there are none. An accept(2) on a
+//     listener shut down fails with EINVAL, which would stop the engine:
+//     steps 2 and 3 are what keep gnet from making one.
 //
 // gnet keeps the file descriptors and closes them when it stops.
 
@@ -150,15 +159,18 @@ func stopAccepting(s sockets, port int, reusePort bool) (int, error) {
 	if reusePort {
 		// Our sockets joined the group first, at indices 0..len(fds)-1; a
 		// program returning an index past the end falls back to hashing.
-		if err := steer(fds[0], uint32(len(fds))); err == nil {
-			steered = true
-			deadline := time.Now().Add(500 * time.Millisecond)
-			for time.Now().Before(deadline) && backlog(fds) > 0 {
-				time.Sleep(2 * time.Millisecond)
-			}
-		}
+		steered = steer(fds[0], uint32(len(fds))) == nil
 	}
 	var errs []error
+	for _, fd := range fds {
+		if err := dropAll(fd); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for time.Now().Before(deadline) && backlog(fds) > 0 {
+		time.Sleep(2 * time.Millisecond)
+	}
 	for _, fd := range fds {
 		for _, ep := range s.epolls {
 			if err := unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, fd, nil); err != nil && err != unix.ENOENT && err != unix.EBADF {
@@ -166,6 +178,9 @@ func stopAccepting(s sockets, port int, reusePort bool) (int, error) {
 			}
 		}
 	}
+	// An acceptor woken before the removal runs on until accept(2) says
+	// EAGAIN, which it now does at once: give it the moment.
+	time.Sleep(acceptorGrace)
 	// Detach and shut down back to back: the window in which a new
 	// connection can still be hashed to a socket about to go is a few
 	// system calls long.
@@ -178,6 +193,21 @@ func stopAccepting(s sockets, port int, reusePort bool) (int, error) {
 		}
 	}
 	return len(fds), errors.Join(errs...)
+}
+
+// acceptorGrace is how long stopAccepting waits between taking the
+// listeners out of epoll and shutting them down.
+var acceptorGrace = 50 * time.Millisecond
+
+// dropAll attaches to the listening socket fd a filter that drops every
+// packet: no connection joins its queues any more.
+func dropAll(fd int) error {
+	prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog); err != nil {
+		return fmt.Errorf("engine: filter listener %d: %w", fd, err)
+	}
+	return nil
 }
 
 // steer attaches to fd's SO_REUSEPORT group a classic BPF program that

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -23,6 +24,9 @@ const (
 	taskClaimed                 // the cluster claim ended (replaces: 1 won): open or give up
 	taskYield                   // a newer connection on another node wins: close 4000
 	taskHolder                  // the other nodes said which connection the GET replaces (holder)
+	taskJournal                 // opened records are written: release the upgrades waiting for them (journal.go)
+	taskPublish                 // deliver a channel message to the loop's subscribers
+	taskMembers                 // list the loop's subscribers of a channel
 )
 
 // task is one unit of work for a loop, posted from any goroutine.
@@ -32,7 +36,9 @@ type task struct {
 	call     *bridge.Call
 	admin    *adminReq
 	replaces uint64
-	holder   string // taskHolder: the other node's connection id, or ""
+	holder   string       // taskHolder: the other node's connection id, or ""
+	pub      *publication // taskPublish
+	presence *presenceReq // taskMembers
 }
 
 // loop is wsbridge's state for one gnet event loop. The mailbox fields
@@ -57,6 +63,20 @@ type loop struct {
 	wbuf    []byte // frames and responses being written; valid until the next write
 	idbuf   []byte // X-Forwarded-For being formatted
 	iov     [2][]byte
+
+	// The journal (journal.go): upgrades waiting for their opened record,
+	// sorted by seq; joldest (jq[0]'s seq, 0 when none) and jposted (a
+	// taskJournal is queued) are read by the journal's writer.
+	jq      []jwait
+	jready  []jwait
+	jbuf    []byte
+	joldest atomic.Uint64
+	jposted atomic.Bool
+	// Channels (channel.go): nil until the loop's first subscription.
+	chans      map[string]*loopChan  // channel name → its subscribers on this loop
+	member     map[*conn]*loopChan   // subscribed connection → the first channel it joined
+	memberMore map[*conn][]*loopChan // connection in several channels → the others
+	pubBuf     []byte                // consecutive publications' frames, joined (deliverRun)
 }
 
 func newLoop(s *Server, el gnet.EventLoop) *loop {
@@ -90,7 +110,14 @@ func (l *loop) Run(context.Context) error {
 	l.tasks = l.spare[:0]
 	l.woken = false
 	l.mu.Unlock()
-	for i := range ts {
+	for i := 0; i < len(ts); i++ {
+		if ts[i].kind == taskPublish {
+			if k := l.deliverRun(ts[i:]); k > 1 {
+				clear(ts[i : i+k])
+				i += k - 1
+				continue
+			}
+		}
 		l.run(&ts[i])
 		ts[i] = task{}
 	}
@@ -121,6 +148,12 @@ func (l *loop) run(t *task) {
 		c.onYield()
 	case taskHolder:
 		c.onHolder(t.holder)
+	case taskJournal:
+		l.journalRelease()
+	case taskPublish:
+		l.deliver(t.pub)
+	case taskMembers:
+		l.listSubscribers(t.presence)
 	case taskTick:
 		l.now = l.srv.tick()
 		l.wheel.advance(l.now, (*conn).onTimer)

@@ -26,6 +26,13 @@ type Metrics struct {
 	added       prometheus.Observer
 	pushes      map[string]prometheus.Counter
 	trims       prometheus.Counter
+
+	// Channels (channel.go).
+	chanSubs       prometheus.Gauge
+	chanPublishes  prometheus.Counter
+	chanDeliveries prometheus.Counter
+	chanDrops      prometheus.Counter
+	chanRejected   [numChanRejects]prometheus.Counter
 }
 
 // Push outcomes, the label of wsbridge_pushes_total.
@@ -88,7 +95,7 @@ func NewMetrics() *Metrics {
 		Name: "wsbridge_message_added_latency_seconds",
 		Help: "Latency wsbridge itself adds to a message that gets a reply: from the message read whole (or from its " +
 			"predecessor's answer, if it had to wait for it) to the reply written, minus the backend call.",
-		Buckets: []float64{.00005, .0001, .00025, .0005, .001, .002, .005, .01, .025, .05, .1, .25, 1},
+		Buckets: []float64{.00005, .0001, .00025, .0005, .001, .002, .003, .005, .01, .025, .05, .1, .25, 1},
 	})).(prometheus.Histogram)
 	pushes := f(prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wsbridge_pushes_total", Help: "Admin API pushes by outcome.",
@@ -103,6 +110,24 @@ func NewMetrics() *Metrics {
 	m.trims = f(prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "wsbridge_memory_trims_total", Help: "Times the heap grown by a burst was collected and returned to the OS once the bridge was quiet (-trim-memory).",
 	})).(prometheus.Counter)
+	m.chanSubs = f(prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "wsbridge_channel_subscriptions", Help: "Channel subscriptions held by this node's connections (a connection in two channels counts twice).",
+	})).(prometheus.Gauge)
+	m.chanPublishes = f(prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "wsbridge_channel_publishes_total", Help: "Messages published to a channel on this node (admin POST /channel/<ch>).",
+	})).(prometheus.Counter)
+	m.chanDeliveries = f(prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "wsbridge_channel_deliveries_total", Help: "Channel messages written to a subscriber.",
+	})).(prometheus.Counter)
+	m.chanDrops = f(prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "wsbridge_channel_drops_total", Help: "Channel messages not delivered because the subscriber could not keep up (it is closed with 1013).",
+	})).(prometheus.Counter)
+	rejected := f(prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsbridge_channel_rejected_total", Help: "Subscriptions refused, by reason: a bad channel name, or past -max-channels.",
+	}, []string{"reason"})).(*prometheus.CounterVec)
+	for r := range numChanRejects {
+		m.chanRejected[r] = rejected.WithLabelValues(r.String())
+	}
 	return m
 }
 

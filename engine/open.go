@@ -182,6 +182,12 @@ func (c *conn) backlogged() bool {
 // the connection reads on (Session.Finish has sent the next POST).
 func (c *conn) onPOST(r *bridge.Reply) {
 	s := c.l.srv
+	if c.phase == phOpen && (r.Subscribe != nil || r.Unsubscribe != nil) {
+		// Before the reply: a publish that follows the reply reaches the
+		// new subscriber.
+		c.applyChannels(r.Subscribe, true)
+		c.applyChannels(r.Unsubscribe, false)
+	}
 	if c.replying() && r.Outcome == bridge.OutcomeOK && len(r.Body) > 0 {
 		op := ws.OpText
 		if r.Binary {

@@ -121,6 +121,7 @@ const (
 	rrClientIDBusy                         // MaxWaitersPerClientID upgrades already wait for the ClientId (429)
 	rrPerIP                                // -max-conns-per-ip or -max-pending-per-ip reached for the client's address (429)
 	rrProxyHeader                          // PROXY protocol header malformed, or from a peer not in -trusted-proxies (400)
+	rrJournal                              // -journal broken or its write queue full (503)
 	numRefuseReasons
 )
 
@@ -159,6 +160,8 @@ func (r refuseReason) String() string {
 		return "per_ip"
 	case rrProxyHeader:
 		return "proxy_header"
+	case rrJournal:
+		return "journal"
 	}
 	return "fd_limit"
 }
@@ -192,6 +195,9 @@ var (
 	// refusalBackend is the backend's own refusal: its status (a 2xx with
 	// a body other than ok becomes 403) and body are relayed.
 	refusalBackend = refusal{rrBackendRefused, 403, ""}
+	// refJournal: the -journal broke or its disk does not keep up
+	// (journal.go).
+	refJournal = refusal{rrJournal, 503, "cannot record the connection, retry shortly\n"}
 )
 
 // refuseReasonForStatus is the reason of protocol's answer to a malformed

@@ -177,6 +177,20 @@ func (r *registry) deleted(c *conn) {
 	r.gc(sh, id, s)
 }
 
+// orphan registers c, which stands for connections a previous process left
+// open with its ClientId (the -journal's orphans), as the owner whose
+// DELETE is owed: a newcomer waits for it as for a closing owner's, until
+// deleted(c). Called before the listener is up.
+func (r *registry) orphan(c *conn) {
+	id := c.clientID()
+	sh := r.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.m[id] == nil {
+		sh.m[id] = &slot{owner: c, ownerEnding: true}
+	}
+}
+
 // promoteChallenger makes ch the owner; if its GET already said ok it is
 // told to open.
 func (r *registry) promoteChallenger(s *slot, ch *conn) {

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/bridge/journal"
 	"github.com/wsbridge/wsbridge/protocol"
 )
 
@@ -52,6 +53,14 @@ type Config struct {
 	FDBudget         int            // TCP connections accepted before refusing with 503; 0 = derived from RLIMIT_NOFILE
 	Tick             time.Duration  // timer resolution; 0 = 100ms
 	Bus              Bus            // the cluster (-cluster); nil = this node alone
+	MaxChannels      int            // channels one connection may join; 0 = 64
+
+	// OnChannel, if set, is told when this node's subscriber count of a
+	// channel goes from 0 to 1 (active) and from 1 to 0 (not active), in
+	// that order for each channel. It runs on a goroutine of its own, one
+	// call at a time, never on an event loop; a slow OnChannel delays only
+	// the calls after it.
+	OnChannel func(ch string, active bool)
 }
 
 func (c *Config) setDefaults() {
@@ -82,6 +91,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Tick <= 0 {
 		c.Tick = 100 * time.Millisecond
+	}
+	if c.MaxChannels <= 0 {
+		c.MaxChannels = 64
 	}
 	if c.AcceptRate > 0 && c.AcceptBurst <= 0 {
 		c.AcceptBurst = max(1, int(c.AcceptRate))
@@ -119,6 +131,9 @@ type Server struct {
 	forced                                          atomic.Bool  // the drain window is over: close every client now
 	owed                                            atomic.Int64 // accepted connections whose DELETE is not answered yet
 	origins                                         [][]byte
+	j                                               *journal.Journal // -journal; nil when off (journal.go)
+	jbroken                                         atomic.Bool      // a journal write failed: upgrades get 503
+	replay                                          replay           // the orphans' DELETEs
 	retryValues                                     [][]byte
 
 	loopsMu sync.Mutex
@@ -128,6 +143,8 @@ type Server struct {
 	bucketMu sync.Mutex
 	tokens   float64
 	last     time.Time
+
+	chans channels // channel name → the loops holding its subscribers (channel.go)
 
 	eng     gnet.Engine
 	booted  chan struct{}
@@ -163,6 +180,7 @@ func New(cfg Config, backend *bridge.Client, m *Metrics, log *zap.Logger) (*Serv
 		runErr:   make(chan error, 1),
 		stopped:  make(chan struct{}),
 		tokens:   float64(cfg.AcceptBurst),
+		chans:    channels{on: cfg.OnChannel},
 		last:     time.Now(),
 	}
 	s.handshakeTicks = s.ticks(cfg.HandshakeTimeout)
@@ -263,6 +281,7 @@ func (s *Server) Start() error {
 		}
 	}
 	go s.ticker()
+	s.replay.start()
 	return nil
 }
 
@@ -470,7 +489,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		defer w.Stop()
 		windowOver = w.C
 	}
-	for s.wsConns.Load() > 0 || s.backend.Pending() > 0 {
+	for s.wsConns.Load() > 0 || s.backend.Pending() > 0 || s.replay.left.Load() > 0 {
 		select {
 		case <-ctx.Done():
 			owed, calls := s.owed.Load(), s.backend.Pending()

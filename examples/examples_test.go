@@ -155,15 +155,16 @@ func servePHP(t *testing.T, router, port string, want int, env ...string) string
 	return base
 }
 
-// pushRecorder stands in for wsbridge's admin API and records pushes.
+// pushRecorder stands in for wsbridge's admin API and records its calls
+// (channel publishes: to is "channel/<ch>", query holds the exclude).
 type pushRecorder struct {
 	mu     sync.Mutex
 	pushes []push
 }
 
 type push struct {
-	to, auth, contentType string
-	event                 map[string]any
+	to, query, auth, contentType string
+	event                        map[string]any
 }
 
 func (p *pushRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -175,7 +176,7 @@ func (p *pushRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	p.mu.Lock()
 	p.pushes = append(p.pushes, push{
-		to: strings.TrimPrefix(r.URL.Path, "/"), auth: r.Header.Get("Authorization"),
+		to: strings.TrimPrefix(r.URL.Path, "/"), query: r.URL.RawQuery, auth: r.Header.Get("Authorization"),
 		contentType: r.Header.Get("Content-Type"), event: ev,
 	})
 	p.mu.Unlock()
@@ -292,35 +293,35 @@ func TestPHPAPI(t *testing.T) {
 	requireEqual(t, "GET /alice body", body, "ok")
 	// The user's name is kept as connection metadata (DESIGN.md §8.5).
 	requireEqual(t, "GET /alice Wsbridge-Set-Meta-Name", h.Get("Wsbridge-Set-Meta-Name"), "alice")
+	// and joins the room's channel (DESIGN.md §8.1).
+	requireEqual(t, "GET /alice Wsbridge-Subscribe", h.Get("Wsbridge-Subscribe"), "room:lobby")
 	requireEqual(t, "pushes after the first join", len(admin.take()), 0)
 	st, body, _ = call(t, "GET", php+"/bob?token="+token, "b1", "")
 	requireEqual(t, "GET /bob", st == 200 && body == "ok", true)
 	p := admin.take()
-	requireEqual(t, "pushes after bob joins", len(p), 1)
-	requireEqual(t, "push target", p[0].to, "alice")
+	requireEqual(t, "publishes after bob joins", len(p), 1)
+	requireEqual(t, "publish target", p[0].to+"?"+p[0].query, "channel/room:lobby?exclude=bob")
 	requireEqual(t, "push Authorization", p[0].auth, "Bearer s3cret")
 	requireEqual(t, "push event", fmt.Sprint(p[0].event["type"], " ", p[0].event["joined"], " ", users(p[0].event)),
 		"presence bob alice,bob")
 
-	// A chat message is broadcast to everyone, the sender included, and
-	// nothing is replied directly.
+	// A chat message is published to the room once (the bridge writes it
+	// to everyone, the sender included), and nothing is replied directly.
 	st, body, _ = call(t, "POST", php+"/alice", "a1", `{"text":"  hi there  "}`, "Content-Type", "text/plain; charset=utf-8",
 		"Wsbridge-Meta-Name", "alice")
 	requireEqual(t, "POST /alice status", st, 204)
 	requireEqual(t, "POST /alice body", body, "")
 	p = admin.take()
-	requireEqual(t, "pushes for one message", len(p), 2)
-	for i, want := range []string{"alice", "bob"} {
-		requireEqual(t, "push target", p[i].to, want)
-		requireEqual(t, "push content type", p[i].contentType, "text/plain; charset=utf-8")
-		requireEqual(t, "pushed message", fmt.Sprint(p[i].event["type"], "|", p[i].event["from"], "|", p[i].event["text"]),
-			"message|alice|hi there")
-	}
+	requireEqual(t, "publishes for one message", len(p), 1)
+	requireEqual(t, "publish target", p[0].to+"?"+p[0].query, "channel/room:lobby?")
+	requireEqual(t, "publish content type", p[0].contentType, "text/plain; charset=utf-8")
+	requireEqual(t, "published message", fmt.Sprint(p[0].event["type"], "|", p[0].event["from"], "|", p[0].event["text"]),
+		"message|alice|hi there")
 	// The sender's name is the one in Wsbridge-Meta-Name, not looked up.
 	st, _, _ = call(t, "POST", php+"/alice", "a1", `{"text":"hi"}`, "Wsbridge-Meta-Name", "Alice-2")
 	requireEqual(t, "POST with a name status", st, 204)
 	p = admin.take()
-	requireEqual(t, "pushes for a named message", len(p), 2)
+	requireEqual(t, "publishes for a named message", len(p), 1)
 	requireEqual(t, "from of a named message", p[0].event["from"], any("Alice-2"))
 	// An empty message goes nowhere.
 	st, _, _ = call(t, "POST", php+"/alice", "a1", `{"text":"   "}`)
@@ -361,7 +362,7 @@ func TestPHPAPI(t *testing.T) {
 	requireEqual(t, "presence rev after the DELETE", presence().Rev, rev+1)
 	p = admin.take()
 	requireEqual(t, "pushes after alice leaves", len(p), 1)
-	requireEqual(t, "leave push", fmt.Sprint(p[0].to, " ", p[0].event["left"], " ", users(p[0].event)), "bob alice bob")
+	requireEqual(t, "leave publish", fmt.Sprint(p[0].to, " ", p[0].event["left"], " ", users(p[0].event)), "channel/room:lobby alice bob")
 	requireEqual(t, "leave push rev", p[0].event["rev"], any(float64(rev+1)))
 
 	// Routing: the page and its assets, and what is neither.

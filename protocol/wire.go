@@ -32,7 +32,44 @@ const (
 	// HeaderProbe is on the OPTIONS request with which the bridge probes a
 	// backend while its circuit is open.
 	HeaderProbe = "Wsbridge-Probe"
+	// HeaderSubscribe on a backend's accepting GET answer or 2xx POST
+	// answer joins the connection to the comma-separated channels.
+	HeaderSubscribe = "Wsbridge-Subscribe"
+	// HeaderUnsubscribe on a 2xx POST answer makes the connection leave
+	// the comma-separated channels.
+	HeaderUnsubscribe = "Wsbridge-Unsubscribe"
 )
+
+// MaxChannelLen is the longest channel name.
+const MaxChannelLen = 128
+
+// ValidChannel reports whether name is a valid channel name: 1 to
+// MaxChannelLen bytes of A-Z a-z 0-9 . _ ~ - : (a ClientId's characters and
+// the colon, for names like "room:42").
+func ValidChannel(name []byte) bool {
+	if len(name) == 0 || len(name) > MaxChannelLen {
+		return false
+	}
+	for _, c := range name {
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' ||
+			c == '.' || c == '_' || c == '~' || c == '-' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+// NextChannel splits the first name off a comma-separated list of channel
+// names (a Wsbridge-Subscribe or Wsbridge-Unsubscribe value): name is
+// trimmed of ASCII white space and may be empty or invalid (check it with
+// ValidChannel); rest is what follows the comma, nil at the end. It never
+// allocates; name and rest alias list.
+func NextChannel(list []byte) (name, rest []byte) {
+	if i := bytes.IndexByte(list, ','); i >= 0 {
+		return TrimASCIISpace(list[:i]), list[i+1:]
+	}
+	return TrimASCIISpace(list), nil
+}
 
 var ctOctetStream = []byte("application/octet-stream")
 

@@ -11,6 +11,12 @@
 // order.
 //
 // With Record set it also keeps every call for tests to inspect.
+//
+// A POST with Content-Type application/x-wsbridge-batch (wsbridge's
+// -backend-batch-url) is a batch: each message in it is checked and
+// recorded as its own POST (Header "Wsbridge-Seq" and "Wsbridge-Meta" hold
+// the record's seq and meta fields) and echoed in the answer; the batch
+// itself counts in Batches and is recorded with Method "BATCH".
 package backend
 
 import (
@@ -63,7 +69,10 @@ type Backend struct {
 	closed chan struct{}
 
 	Gets, Posts, Deletes atomic.Int64
-	Violations           atomic.Int64
+	// Batches counts batch requests (also counted in Posts, as HTTP
+	// requests), BatchMessages the messages they carried.
+	Batches, BatchMessages atomic.Int64
+	Violations             atomic.Int64
 
 	mu        sync.Mutex
 	calls     []Call
@@ -126,6 +135,7 @@ var (
 	hdrConnID    = []byte(protocol.HeaderConnectionID)
 	hdrCloseCode = []byte(protocol.HeaderCloseCode)
 	hdrReplaces  = []byte(protocol.HeaderReplaces)
+	hdrSubscribe = []byte(protocol.HeaderSubscribe)
 )
 
 func (b *Backend) handle(ctx *fasthttp.RequestCtx) {
@@ -146,6 +156,11 @@ func (b *Backend) handle(ctx *fasthttp.RequestCtx) {
 		c.At = time.Now()
 	}
 	replaces := ctx.Request.Header.PeekBytes(hdrReplaces)
+	isBatch := c.Method == fasthttp.MethodPost && bytes.Equal(ctx.Request.Header.ContentType(), ctBatch)
+	if isBatch {
+		b.Posts.Add(1)
+		b.Batches.Add(1) // before the hook, which may hold it
+	}
 	handled := false
 	if b.opts.Hook != nil {
 		if !b.opts.Record {
@@ -153,9 +168,17 @@ func (b *Backend) handle(ctx *fasthttp.RequestCtx) {
 		}
 		handled = b.opts.Hook(ctx, &c)
 	}
+	if isBatch {
+		b.batch(ctx, &c, handled)
+		return
+	}
 	if !handled {
 		switch c.Method {
 		case fasthttp.MethodGet:
+			// ?subscribe=<channels> joins them (the fan-out benchmark).
+			if v := ctx.QueryArgs().Peek("subscribe"); len(v) > 0 {
+				ctx.Response.Header.SetCanonical(hdrSubscribe, v)
+			}
 			ctx.SetBodyString("ok")
 		case fasthttp.MethodPost:
 			ctx.SetContentTypeBytes(ctx.Request.Header.ContentType())
@@ -169,14 +192,113 @@ func (b *Backend) handle(ctx *fasthttp.RequestCtx) {
 	b.check(&c, accepted, string(replaces), ctx.PostBody())
 }
 
+var ctBatch = []byte("application/x-wsbridge-batch")
+
+// BatchMessage is one message of a batch request.
+type BatchMessage struct {
+	Binary   bool
+	ClientID string
+	ConnID   string
+	Seq      string
+	Meta     string // "-" for none
+	Body     []byte // aliases the request body
+}
+
+// ParseBatch reads a batch request's body.
+func ParseBatch(body []byte) ([]BatchMessage, error) {
+	var out []BatchMessage
+	for len(body) > 0 {
+		nl := bytes.IndexByte(body, '\n')
+		if nl < 0 {
+			return out, errors.New("backend: batch record without a header line")
+		}
+		f := bytes.Split(body[:nl], []byte{' '})
+		if len(f) != 6 {
+			return out, fmt.Errorf("backend: batch header %q: %d fields, want 6", body[:nl], len(f))
+		}
+		n, err := strconv.Atoi(string(f[4]))
+		body = body[nl+1:]
+		if err != nil || n < 0 || n+1 > len(body) || body[n] != '\n' {
+			return out, fmt.Errorf("backend: batch record %d: bad length %q", len(out), f[4])
+		}
+		out = append(out, BatchMessage{Binary: string(f[0]) == "binary", ClientID: string(f[1]), ConnID: string(f[2]),
+			Seq: string(f[3]), Meta: string(f[5]), Body: body[:n]})
+		body = body[n+1:]
+	}
+	return out, nil
+}
+
+// AppendBatchReply appends one reply of a batch answer; meta is the
+// optional set-meta field ("" for none).
+func AppendBatchReply(dst []byte, binary bool, body []byte, meta string) []byte {
+	if binary {
+		dst = append(dst, "binary "...)
+	} else {
+		dst = append(dst, "text "...)
+	}
+	dst = strconv.AppendInt(dst, int64(len(body)), 10)
+	if meta != "" {
+		dst = append(append(dst, ' '), meta...)
+	}
+	dst = append(dst, '\n')
+	dst = append(dst, body...)
+	return append(dst, '\n')
+}
+
+// batch serves a batch request: every message is checked as a POST and
+// echoed; when a Hook answered it, the messages are only counted.
+func (b *Backend) batch(ctx *fasthttp.RequestCtx, bc *Call, hooked bool) {
+	msgs, err := ParseBatch(ctx.PostBody())
+	b.BatchMessages.Add(int64(len(msgs)))
+	if b.opts.Record {
+		bc.Method = "BATCH"
+		b.mu.Lock()
+		b.calls = append(b.calls, *bc)
+		b.mu.Unlock()
+	}
+	if hooked {
+		return
+	}
+	if err != nil {
+		b.mu.Lock()
+		b.violate("%v", err)
+		b.mu.Unlock()
+		ctx.Error(err.Error(), fasthttp.StatusBadRequest)
+		return
+	}
+	out := make([]byte, 0, len(ctx.PostBody())+8*len(msgs))
+	for _, m := range msgs {
+		c := Call{Method: fasthttp.MethodPost, ClientID: m.ClientID, ConnID: m.ConnID}
+		if b.opts.Record {
+			c.Header = map[string]string{"Wsbridge-Seq": m.Seq, "Wsbridge-Meta": m.Meta}
+			c.Body = append([]byte(nil), m.Body...)
+			c.At = bc.At
+		}
+		b.checkMessage(&c, m.Body)
+		out = AppendBatchReply(out, m.Binary, m.Body, "")
+	}
+	ctx.SetContentTypeBytes(ctBatch)
+	ctx.SetBody(out)
+}
+
 // check updates the lifecycle model and counts violations.
 func (b *Backend) check(c *Call, accepted bool, replaces string, body []byte) {
-	switch c.Method {
-	case fasthttp.MethodGet:
+	b.model(c, accepted, replaces, body, true)
+}
+
+// checkMessage is check for a message of a batch (not an HTTP request).
+func (b *Backend) checkMessage(c *Call, body []byte) {
+	b.model(c, false, "", body, false)
+}
+
+func (b *Backend) model(c *Call, accepted bool, replaces string, body []byte, request bool) {
+	switch {
+	case !request:
+	case c.Method == fasthttp.MethodGet:
 		b.Gets.Add(1)
-	case fasthttp.MethodPost:
+	case c.Method == fasthttp.MethodPost:
 		b.Posts.Add(1)
-	case fasthttp.MethodDelete:
+	case c.Method == fasthttp.MethodDelete:
 		b.Deletes.Add(1)
 	}
 	b.mu.Lock()

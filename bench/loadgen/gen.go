@@ -59,6 +59,10 @@ type Config struct {
 	BackoffBase time.Duration // client.Backoff Base; each loop has its own seeded Rand
 	BackoffMax  time.Duration // client.Backoff Max
 	Seed        uint64
+	// Track, if > 0, keeps for each message sequence number modulo Track
+	// how many connections received it and when the last one did
+	// (SeqStats): the fan-out benchmark's publish-to-last-delivery.
+	Track int
 }
 
 // Counters are one loop's running totals; the loop writes them and any

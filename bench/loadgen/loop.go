@@ -76,6 +76,10 @@ type loop struct {
 	payload  []byte // message scratch
 	sa       unix.SockaddrInet4
 	sources  []unix.SockaddrInet4
+
+	// Config.Track: per sequence number (mod Track), deliveries and the
+	// unix ns of the last one; written by the loop, read by SeqStats.
+	seqN, seqLast []atomic.Int64
 }
 
 func newLoop(g *Gen, id int) (*loop, error) {
@@ -88,6 +92,9 @@ func newLoop(g *Gen, id int) (*loop, error) {
 		rnd:    newRand(g.cfg.Seed, id),
 		events: make([]unix.EpollEvent, 512),
 		rbuf:   make([]byte, 64<<10),
+	}
+	if g.cfg.Track > 0 {
+		l.seqN, l.seqLast = make([]atomic.Int64, g.cfg.Track), make([]atomic.Int64, g.cfg.Track)
 	}
 	l.bo = &client.Backoff{Base: g.cfg.BackoffBase, Max: g.cfg.BackoffMax, Rand: newRand(g.cfg.Seed+1, id)}
 	if !g.cfg.Addr.Addr().Is4() {

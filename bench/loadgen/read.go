@@ -241,6 +241,9 @@ func (l *loop) frame(c *conn, op ws.OpCode, fin bool, p []byte, now int64) bool 
 	}
 	if ts, ok := stamp(p); ok {
 		l.lat.Record((now - ts) / 1000)
+		if l.seqN != nil {
+			l.track(p, now)
+		}
 	}
 	if l.g.cfg.Mode == ClosedLoop && c.state == stOpen && !l.g.pauseSnd.Load() {
 		if !l.sendMsg(c, now) {
@@ -284,4 +287,35 @@ func AppendMessage(dst []byte, seq uint32, now int64, size int) []byte {
 		dst = append(dst, 'x')
 	}
 	return dst
+}
+
+// track counts a delivery of the message whose sequence number starts p
+// (Config.Track).
+func (l *loop) track(p []byte, now int64) {
+	var seq uint64
+	for _, b := range p {
+		if b < '0' || b > '9' {
+			break
+		}
+		seq = seq*10 + uint64(b-'0')
+	}
+	i := seq % uint64(len(l.seqN))
+	l.seqN[i].Add(1)
+	if now > l.seqLast[i].Load() {
+		l.seqLast[i].Store(now) // only this loop writes it
+	}
+}
+
+// SeqStats returns how many connections received message seq (modulo
+// Config.Track) and the unix ns of the last delivery (Config.Track > 0).
+func (g *Gen) SeqStats(seq uint32) (n, last int64) {
+	for _, l := range g.loops {
+		if l.seqN == nil {
+			continue
+		}
+		i := uint64(seq) % uint64(len(l.seqN))
+		n += l.seqN[i].Load()
+		last = max(last, l.seqLast[i].Load())
+	}
+	return n, last
 }

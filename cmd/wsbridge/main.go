@@ -13,6 +13,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+
+	"github.com/wsbridge/wsbridge/bridge/journal"
 )
 
 func main() {
@@ -26,6 +28,11 @@ func main() {
 	}
 	if err := run(opts); err != nil {
 		fmt.Fprintf(os.Stderr, "wsbridge: %v\n", err)
+		if errors.Is(err, journal.ErrLocked) {
+			// A configuration error, as a bad flag: another live process
+			// (a -reuseport sibling?) holds the -journal directory.
+			os.Exit(2)
+		}
 		os.Exit(1)
 	}
 }

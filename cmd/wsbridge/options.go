@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wsbridge/wsbridge/bridge/journal"
 	"github.com/wsbridge/wsbridge/bridge/sign"
 	"github.com/wsbridge/wsbridge/engine"
 )
@@ -33,6 +34,16 @@ type options struct {
 	logFormat       string
 	demo            bool
 	signer          *sign.Signer // -sign-key; nil = calls unsigned
+
+	// journalDir is -journal (empty = off); journalSync and journalEvery
+	// are -journal-sync parsed (journal.ParseSync).
+	journalDir   string
+	journalSync  journal.Sync
+	journalEvery time.Duration
+	// Batched calls (-backend-batch-url; bridge/batch.go).
+	batchURL   string
+	batchMax   int
+	batchDelay time.Duration
 
 	// backendStuckAfter and backendStuckConns: see bridge.Config StuckAfter
 	// and MaxStuck. backendStuckConns < 0 is worked out at start from the
@@ -130,6 +141,10 @@ func parseOptions(args, env []string) (*options, error) {
 	fs.IntVar(&maxPendingPerIP, "max-pending-per-ip", -1, "upgrades per client address waiting for the backend's GET at once; more get 429 with Retry-After (-1 = a quarter of -max-pending-upgrades when -max-conns-per-ip is set, else no limit; 0 = no limit)")
 	fs.DurationVar(&e.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long clients get to leave (closed with 1012 over this window); after it the rest are closed at once while queued POSTs and DELETEs are still sent; a second signal stops at once")
 	fs.DurationVar(&e.DrainDelay, "drain-delay", 0, "on SIGTERM, wait this long (readiness 503, listener stopped) before closing clients: the balancer's health-check detection time, e.g. 2s (0 = start at once)")
+	// 64 channels is more than a chat or a dashboard needs, and bounds
+	// what one connection's backend replies can make it cost (about 100
+	// bytes a subscription).
+	fs.IntVar(&e.MaxChannels, "max-channels", 64, "channels one connection may be subscribed to; a subscription past it is refused (ignored in a reply header, 409 on the admin API)")
 	fs.BoolVar(&e.ReusePort, "reuseport", false, "SO_REUSEPORT: zero-downtime restarts and several processes on one port")
 	fs.IntVar(&e.Loops, "loops", 0, "event loops (0 = one per CPU)")
 	var origins, proxies string
@@ -142,8 +157,18 @@ func parseOptions(args, env []string) (*options, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or console")
 	fs.BoolVar(&o.demo, "demo", false, "also start a built-in echo backend and point -backend at it")
+	// Batching is off by default: it changes what the backend must parse.
+	// 100 messages keep one batch's handling short in a PHP request (and
+	// its failure small); 1ms is well under a typical backend call, so a
+	// message waits for its batch less than for its answer.
+	fs.StringVar(&o.batchURL, "backend-batch-url", "", "send the messages of many connections together in one POST to this `URL` (on the -backend host; format in docs/protocol.md \"Batched calls\"; empty = one POST per message)")
+	fs.IntVar(&o.batchMax, "backend-batch-max", 100, "most messages in one batch (with -backend-batch-url); a batch also leaves at 1 MiB")
+	fs.DurationVar(&o.batchDelay, "backend-batch-delay", time.Millisecond, "how long a batch waits for more messages after its first (with -backend-batch-url)")
 	var signKey string
 	fs.StringVar(&signKey, "sign-key", "", "sign every backend call (RFC 9421 hmac-sha256, with Wsbridge-Seq and Content-Digest) with the first of these comma-separated `keyid=secret` pairs (empty = unsigned; the others are for the backend's verifier during a rotation)")
+	fs.StringVar(&o.journalDir, "journal", "", "crash-safe DELETEs: record every accepted connection in this `directory` (local disk, one per process) so that after a crash (kill -9, OOM) the next start sends the DELETEs the dead process owed (Wsbridge-Close-Code 1006); empty = off. See docs/protocol.md, \"Crash-safe DELETE\"")
+	journalSync := "never"
+	fs.StringVar(&journalSync, "journal-sync", "never", "-journal's fsync policy, for power cuts (a killed process loses nothing under any): never (the kernel writes back within ~30 s), always (fsync before each 101), or a `duration` (fsync every interval, off the upgrade path)")
 
 	fs.StringVar(&o.cluster, "cluster", "", "join a cluster over NATS: comma-separated `URLs` (nats://host:port,…) tried in turn; any node's admin API then reaches every ClientId and one ClientId has one connection cluster-wide (empty = this node alone)")
 	fs.StringVar(&o.nodeID, "node-id", "", "this node's name in the cluster (\"node\" in the admin info JSON; empty = host name:listen port)")
@@ -217,6 +242,12 @@ func parseOptions(args, env []string) (*options, error) {
 	if o.backendPipeline < 1 || o.backendPipeline > 1024 {
 		errs = append(errs, errors.New("-backend-pipeline must be between 1 and 1024"))
 	}
+	if o.batchMax < 1 || o.batchMax > 10000 {
+		errs = append(errs, errors.New("-backend-batch-max must be between 1 and 10000"))
+	}
+	if o.batchDelay <= 0 || o.batchDelay > time.Second {
+		errs = append(errs, errors.New("-backend-batch-delay must be positive and at most 1s"))
+	}
 	if o.backendStuckAfter <= 0 {
 		errs = append(errs, errors.New("-backend-stuck-after must be positive"))
 	}
@@ -225,6 +256,9 @@ func parseOptions(args, env []string) (*options, error) {
 	}
 	if e.PingInterval > 0 && e.PongTimeout <= 0 {
 		errs = append(errs, errors.New("-pong-timeout must be positive when -ping-interval is set"))
+	}
+	if e.MaxChannels < 1 {
+		errs = append(errs, errors.New("-max-channels must be at least 1"))
 	}
 	if e.MaxConnsPerIP < 0 {
 		errs = append(errs, errors.New("-max-conns-per-ip cannot be negative"))
@@ -249,6 +283,11 @@ func parseOptions(args, env []string) (*options, error) {
 		if !strings.HasPrefix(u, "nats://") && !strings.HasPrefix(u, "tls://") {
 			errs = append(errs, fmt.Errorf("-cluster: %q is not a nats:// URL", u))
 		}
+	}
+	if sy, every, err := journal.ParseSync(journalSync); err != nil {
+		errs = append(errs, fmt.Errorf("-journal-sync: %w", err))
+	} else {
+		o.journalSync, o.journalEvery = sy, every
 	}
 	switch o.logFormat {
 	case "json", "console":

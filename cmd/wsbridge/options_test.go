@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wsbridge/wsbridge/bridge/journal"
 )
 
 func TestOptionsDefaults(t *testing.T) {
@@ -29,6 +31,7 @@ func TestOptionsDefaults(t *testing.T) {
 	requireEqual(t, "log-format", o.logFormat, "json")
 	requireEqual(t, "max-conns-per-ip", o.engine.MaxConnsPerIP, 0)
 	requireEqual(t, "max-pending-per-ip", o.engine.MaxPendingPerIP, 0)
+	requireEqual(t, "max-channels", o.engine.MaxChannels, 64)
 }
 
 // The per-address limits are off by default; with -max-conns-per-ip one
@@ -145,6 +148,60 @@ func TestOptionsSignKey(t *testing.T) {
 	_, err = parseOptions([]string{"-sign-key", "a=s3cret-a,a=s3cret-b"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "-sign-key") || strings.Contains(err.Error(), "s3cret") {
 		t.Fatalf("duplicate keyid: got %v, want an error naming -sign-key without the secret", err)
+	}
+}
+
+// -journal and -journal-sync: off and never by default, read from
+// WSBRIDGE_JOURNAL and WSBRIDGE_JOURNAL_SYNC, a bad policy refused.
+func TestOptionsJournal(t *testing.T) {
+	o, err := parseOptions(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireEqual(t, "journal off", o.journalDir, "")
+	requireEqual(t, "journal-sync default", o.journalSync, journal.SyncNever)
+	o, err = parseOptions([]string{"-journal-sync", "250ms"}, []string{"WSBRIDGE_JOURNAL=/var/lib/wsbridge", "WSBRIDGE_JOURNAL_SYNC=always"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireEqual(t, "journal from env", o.journalDir, "/var/lib/wsbridge")
+	requireEqual(t, "journal-sync flag beats env", o.journalSync, journal.SyncInterval)
+	requireEqual(t, "journal-sync interval", o.journalEvery, 250*time.Millisecond)
+	o, err = parseOptions(nil, []string{"WSBRIDGE_JOURNAL_SYNC=always"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireEqual(t, "journal-sync always", o.journalSync, journal.SyncAlways)
+	for _, bad := range []string{"sometimes", "-1s", "0"} {
+		if _, err := parseOptions([]string{"-journal-sync", bad}, nil); err == nil || !strings.Contains(err.Error(), "-journal-sync") {
+			t.Errorf("-journal-sync %s: got %v, want an error naming -journal-sync", bad, err)
+		}
+	}
+}
+
+func TestOptionsBatch(t *testing.T) {
+	o, err := parseOptions(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireEqual(t, "batching off by default", o.batchURL, "")
+	requireEqual(t, "batch max default", o.batchMax, 100)
+	requireEqual(t, "batch delay default", o.batchDelay, time.Millisecond)
+	o, err = parseOptions([]string{"-backend-batch-max", "50"}, []string{
+		"WSBRIDGE_BACKEND_BATCH_URL=http://127.0.0.1:8000/batch",
+		"WSBRIDGE_BACKEND_BATCH_MAX=20",
+		"WSBRIDGE_BACKEND_BATCH_DELAY=3ms",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireEqual(t, "batch url from env", o.batchURL, "http://127.0.0.1:8000/batch")
+	requireEqual(t, "flag beats env", o.batchMax, 50)
+	requireEqual(t, "batch delay from env", o.batchDelay, 3*time.Millisecond)
+	for _, args := range [][]string{{"-backend-batch-max", "0"}, {"-backend-batch-delay", "0s"}, {"-backend-batch-delay", "2s"}} {
+		if _, err := parseOptions(args, nil); err == nil || !strings.Contains(err.Error(), args[0]) {
+			t.Errorf("%v: err %v, want one naming %s", args, err, args[0])
+		}
 	}
 }
 

@@ -13,10 +13,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/bridge/journal"
 	"github.com/wsbridge/wsbridge/engine"
 	"github.com/wsbridge/wsbridge/engine/adminapi"
 	"github.com/wsbridge/wsbridge/engine/cluster"
@@ -93,9 +95,16 @@ func run(o *options) error {
 		Observe:    metrics.ObserveBackend,
 		Logger:     log.Named("bridge"),
 		Signer:     o.signer,
+		BatchURL:   o.batchURL,
+		BatchMax:   o.batchMax,
+		BatchDelay: o.batchDelay,
 	})
 	if err != nil {
 		return err
+	}
+	if o.batchURL != "" {
+		registerBatchMetrics(metrics.Registry, backend)
+		log.Info("batching messages", zap.String("batch_url", o.batchURL), zap.Int("max", o.batchMax), zap.Duration("delay", o.batchDelay))
 	}
 	defer backend.Close()
 	metrics.WatchBackend(backend)
@@ -121,6 +130,25 @@ func run(o *options) error {
 	}
 	if bus != nil {
 		bus.SetServer(srv)
+	}
+	if o.journalDir != "" {
+		// Before the listener: the orphans' ClientIds are registered as
+		// awaiting their DELETE before any client can reconnect.
+		j, rec, err := journal.Open(o.journalDir, journal.Options{
+			Sync: o.journalSync, SyncEvery: o.journalEvery,
+			OnWritten: srv.JournalWritten, Logger: log,
+		})
+		if err != nil {
+			return fmt.Errorf("-journal: %w", err)
+		}
+		defer func() {
+			if err := j.Close(); err != nil {
+				log.Error("journal close", zap.Error(err))
+			}
+		}()
+		log.Info("journal", zap.String("dir", j.Dir()), zap.String("sync", o.journalSync.String()),
+			zap.Int("orphans", len(rec.Orphans)), zap.Int("damaged_files", len(rec.Damage)))
+		srv.UseJournal(j, rec.Orphans)
 	}
 	if err := srv.Start(); err != nil {
 		return err
@@ -256,4 +284,28 @@ func checkHost(log *zap.Logger, maxConns, backendConns int) {
 	for _, w := range sysctl.Check(conns) {
 		log.Warn("host tuning: "+w, zap.String("fix", "sysctl/tune check --connections N"))
 	}
+}
+
+// registerBatchMetrics adds the batch series (with -backend-batch-url).
+func registerBatchMetrics(r *prometheus.Registry, c *bridge.Client) {
+	stat := func(f func(bridge.BatchStats) int64) func() float64 {
+		return func() float64 {
+			_, s := c.Batching()
+			return float64(f(s))
+		}
+	}
+	r.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "wsbridge_backend_batches_total",
+			Help: "Batch requests sent to -backend-batch-url (each is also one POST in wsbridge_backend_requests_total, with its outcome).",
+		}, stat(func(s bridge.BatchStats) int64 { return s.Batches })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "wsbridge_backend_batch_messages_total",
+			Help: "Messages carried by batch requests; divided by wsbridge_backend_batches_total, the mean batch size.",
+		}, stat(func(s bridge.BatchStats) int64 { return s.Messages })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "wsbridge_backend_batch_messages_failed_total",
+			Help: "Batched messages that failed as a failed POST does (their batch failed, the answer had no reply for them, or a text reply was not UTF-8).",
+		}, stat(func(s bridge.BatchStats) int64 { return s.Failed })),
+	)
 }

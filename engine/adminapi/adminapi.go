@@ -45,6 +45,7 @@ var (
 	pathReadyz    = []byte("/readyz")
 	pathMetrics   = []byte("/metrics")
 	pathPprof     = []byte("/debug/pprof")
+	pathChannel   = []byte("/channel/")
 	textOK        = []byte("ok\n")
 	errBodyTooBig = errors.New("engine: push body over -max-message")
 )
@@ -89,6 +90,10 @@ func New(s *engine.Server, cfg Config) *fasthttp.Server {
 			} else {
 				ctx.Error("pprof not enabled\n", fasthttp.StatusNotFound)
 			}
+			return
+		}
+		if bytes.HasPrefix(path, pathChannel) {
+			channel(s, m, maxMessage, ctx, path[len(pathChannel):])
 			return
 		}
 		id := path[1:]
@@ -213,4 +218,92 @@ func kick(s *engine.Server, r Remote, remote bool, ctx *fasthttp.RequestCtx, id 
 		return
 	}
 	ctx.SetBody(textOK)
+}
+
+// channel serves /channel/<ch> (POST publish, GET presence) and
+// /channel/<ch>/<id> (PUT subscribe, DELETE unsubscribe).
+func channel(s *engine.Server, m *engine.Metrics, maxMessage int64, ctx *fasthttp.RequestCtx, rest []byte) {
+	ch, id, member := bytes.Cut(rest, []byte{'/'})
+	if !protocol.ValidChannel(ch) {
+		ctx.Error("invalid channel name\n", fasthttp.StatusBadRequest)
+		return
+	}
+	if member {
+		if !protocol.ValidClientID(id) {
+			ctx.Error("invalid ClientId\n", fasthttp.StatusBadRequest)
+			return
+		}
+		var status int
+		switch {
+		case ctx.IsPut():
+			status = s.Subscribe(id, string(ch))
+		case ctx.IsDelete():
+			status = s.Unsubscribe(id, string(ch))
+		default:
+			ctx.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
+			ctx.Response.Header.Set(fasthttp.HeaderAllow, "PUT, DELETE")
+			return
+		}
+		switch status {
+		case fasthttp.StatusOK:
+			ctx.SetBody(textOK)
+		case fasthttp.StatusNotFound:
+			ctx.Error("not found\n", fasthttp.StatusNotFound)
+		case fasthttp.StatusConflict:
+			ctx.Error("the connection is in -max-channels channels already\n", fasthttp.StatusConflict)
+		case fasthttp.StatusBadRequest:
+			ctx.Error("invalid channel name\n", fasthttp.StatusBadRequest)
+		default:
+			ctx.Error("try again\n", fasthttp.StatusServiceUnavailable)
+		}
+		return
+	}
+	switch {
+	case ctx.IsPost():
+		body := ctx.PostBody()
+		if int64(len(body)) > maxMessage {
+			ctx.Error(errBodyTooBig.Error()+"\n", fasthttp.StatusRequestEntityTooLarge)
+			return
+		}
+		binary := protocol.IsBinaryContentType(ctx.Request.Header.ContentType())
+		if !binary && !utf8.Valid(body) {
+			ctx.Error("text message is not valid UTF-8 (send application/octet-stream for binary)\n", fasthttp.StatusBadRequest)
+			return
+		}
+		var exclude []byte
+		if v := ctx.QueryArgs().Peek("exclude"); len(v) > 0 {
+			if !protocol.ValidClientID(v) {
+				ctx.Error("invalid exclude ClientId\n", fasthttp.StatusBadRequest)
+				return
+			}
+			exclude = v
+		}
+		n := s.Publish(string(ch), body, binary, exclude)
+		ctx.SetStatusCode(fasthttp.StatusAccepted)
+		ctx.SetContentType("application/json")
+		var buf [48]byte
+		b := append(buf[:0], `{"subscribers":`...)
+		b = strconv.AppendInt(b, int64(n), 10)
+		ctx.SetBody(append(b, "}\n"...))
+	case ctx.IsGet():
+		limit := 1000
+		if v := ctx.QueryArgs().Peek("limit"); len(v) > 0 {
+			n, err := strconv.Atoi(string(v))
+			if err != nil || n < 0 {
+				ctx.Error("limit must be a number >= 0\n", fasthttp.StatusBadRequest)
+				return
+			}
+			limit = n
+		}
+		count, ids := s.Channel(string(ch), limit)
+		b, _ := json.Marshal(struct {
+			Subscribers int      `json:"subscribers"`
+			IDs         []string `json:"ids"`
+		}{count, ids})
+		ctx.SetContentType("application/json")
+		ctx.SetBody(append(b, '\n'))
+	default:
+		ctx.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
+		ctx.Response.Header.Set(fasthttp.HeaderAllow, "GET, POST")
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -33,7 +34,8 @@ type peer struct {
 	conn   net.Conn
 	r      *bufio.Reader
 	connID string
-	out    uint64 // messages_out: pushes answered 200 and read
+	out    uint64 // messages_out: pushes answered 200 and channel messages, read
+	chans  map[string]bool
 }
 
 // adminBridge is an in-process engine in front of a mock backend, with
@@ -97,7 +99,7 @@ func (ab *adminBridge) connect(tb testing.TB, p *peer) {
 	if br == nil { // nothing read past the handshake
 		br = bufio.NewReader(conn)
 	}
-	p.conn, p.r, p.out = conn, br, 0
+	p.conn, p.r, p.out, p.chans = conn, br, 0, map[string]bool{}
 	deadline := time.Now().Add(fuzzWait)
 	for {
 		if info, ok := ab.srv.Lookup([]byte(p.id)); ok {
@@ -168,6 +170,19 @@ func FuzzAdmin(f *testing.F) {
 		{true, "POST", "/a", "", "Bearer " + fuzzToken, "", "secret push"},
 		{true, "POST", "/a", "", "Bearer wrong", "", "x"},
 		{true, "DELETE", "/b", "", "bearer " + fuzzToken, "", ""},
+		{false, "PUT", "/channel/room/a", "", "", "", ""},
+		{false, "PUT", "/channel/room:2/b", "", "", "", ""},
+		{false, "PUT", "/channel/room/nobody", "", "", "", ""},
+		{false, "PUT", "/channel/bad%20name/a", "", "", "", ""},
+		{false, "DELETE", "/channel/room/a", "", "", "", ""},
+		{false, "POST", "/channel/room", "", "", "", "to the room"},
+		{false, "POST", "/channel/room", "exclude=a", "", "application/octet-stream", "\x00"},
+		{false, "POST", "/channel/room", "exclude=a%2Fb", "", "", "x"},
+		{false, "GET", "/channel/room", "limit=1", "", "", ""},
+		{false, "GET", "/channel/room", "limit=-1", "", "", ""},
+		{false, "PATCH", "/channel/room", "", "", "", ""},
+		{false, "GET", "/channel/room/a/x", "", "", "", ""},
+		{true, "POST", "/channel/room", "", "Bearer wrong", "", "x"},
 	} {
 		f.Add(s.secured, s.method, s.path, s.query, s.auth, s.ctype, []byte(s.body))
 	}
@@ -225,6 +240,8 @@ func FuzzAdmin(f *testing.F) {
 			want(200)
 		case len(p) >= 12 && p[:12] == "/debug/pprof":
 			want(404) // no -pprof
+		case strings.HasPrefix(p, "/channel/"):
+			checkChannel(t, ab, &ctx, p[len("/channel/"):], want)
 		case !protocol.ValidClientID([]byte(p[1:])):
 			want(400)
 		default:
@@ -317,4 +334,103 @@ func FuzzAdmin(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkChannel checks a /channel/ call's answer against the model: each
+// peer's channels. A publish answered 202 reached every subscriber but the
+// excluded one, whole and of the right kind; a presence answer counts and
+// lists the model's subscribers.
+func checkChannel(t *testing.T, ab *adminBridge, ctx *fasthttp.RequestCtx, rest string, want func(...int)) {
+	t.Helper()
+	ch, id, member := strings.Cut(rest, "/")
+	if !protocol.ValidChannel([]byte(ch)) {
+		want(400)
+		return
+	}
+	method := string(ctx.Method())
+	if member {
+		c := ab.peer([]byte(id))
+		switch {
+		case !protocol.ValidClientID([]byte(id)):
+			want(400)
+		case method != "PUT" && method != "DELETE":
+			want(405)
+		case c == nil:
+			want(404)
+		case method == "DELETE":
+			want(200)
+			delete(c.chans, ch)
+		case len(c.chans) >= 64 && !c.chans[ch]:
+			want(409)
+		default:
+			want(200)
+			c.chans[ch] = true
+		}
+		return
+	}
+	args := ctx.QueryArgs()
+	var subs []*peer
+	for _, c := range ab.peers {
+		if c.chans[ch] {
+			subs = append(subs, c)
+		}
+	}
+	switch method {
+	case "POST":
+		body := ctx.PostBody()
+		binary := protocol.IsBinaryContentType(ctx.Request.Header.ContentType())
+		exclude := args.Peek("exclude")
+		switch {
+		case len(body) > fuzzMaxMessage:
+			want(413)
+			return
+		case !binary && !utf8.Valid(body):
+			want(400)
+			return
+		case len(exclude) > 0 && !protocol.ValidClientID(exclude):
+			want(400)
+			return
+		}
+		want(202)
+		var v struct{ Subscribers int }
+		if err := json.Unmarshal(ctx.Response.Body(), &v); err != nil || v.Subscribers != len(subs) {
+			t.Fatalf("publish to %s: got %q (%v), want %d subscribers", ch, ctx.Response.Body(), err, len(subs))
+		}
+		op := ws.OpText
+		if binary {
+			op = ws.OpBinary
+		}
+		for _, c := range subs {
+			if c.id == string(exclude) {
+				continue
+			}
+			fr := c.readFrame(t)
+			if !fr.Header.Fin || fr.Header.OpCode != op || string(fr.Payload) != string(body) {
+				t.Fatalf("publish to %s, at %s: got fin %v op %v %q, want op %v %q",
+					ch, c.id, fr.Header.Fin, fr.Header.OpCode, fr.Payload, op, body)
+			}
+			c.out++
+		}
+	case "GET":
+		limit := 1000
+		if v := args.Peek("limit"); len(v) > 0 {
+			n, err := strconv.Atoi(string(v))
+			if err != nil || n < 0 {
+				want(400)
+				return
+			}
+			limit = n
+		}
+		want(200)
+		var v struct {
+			Subscribers int      `json:"subscribers"`
+			IDs         []string `json:"ids"`
+		}
+		if err := json.Unmarshal(ctx.Response.Body(), &v); err != nil || v.IDs == nil ||
+			v.Subscribers != len(subs) || len(v.IDs) != min(limit, len(subs)) {
+			t.Fatalf("presence of %s: got %q (%v), want %d subscribers, %d ids", ch, ctx.Response.Body(), err, len(subs), min(limit, len(subs)))
+		}
+	default:
+		want(405)
+	}
 }

@@ -10,32 +10,36 @@
 //                         "ok" carries Wsbridge-Set-Meta-Name: the user's
 //                         name, which wsbridge then sends back on every
 //                         later call of the connection as Wsbridge-Meta-Name
-//                         (connection metadata, DESIGN.md §8.5)
+//                         (connection metadata, DESIGN.md §8.5), and
+//                         Wsbridge-Subscribe: room:lobby, which puts the
+//                         connection in the room's channel (§8.1)
 //   POST   /<id>          one message from the client: {"type":"hello"} is
 //                         answered with the presence list (the reply goes back
-//                         to that client only); {"text":"…"} is broadcast to
-//                         every present client through the admin push API,
-//                         "from" the name in Wsbridge-Meta-Name
+//                         to that client only); {"text":"…"} is published to
+//                         the room's channel with one admin call (the bridge
+//                         writes it to every member), "from" the name in
+//                         Wsbridge-Meta-Name
 //   DELETE /<id>          the connection ended: removes the client, but only
 //                         if Wsbridge-Connection-Id is the one its GET stored
 //
 // Configuration (environment):
 //
-//   WSBRIDGE_ADMIN        push API base URL (default http://127.0.0.1:7002)
+//   WSBRIDGE_ADMIN        admin API base URL (default http://127.0.0.1:7002)
 //   WSBRIDGE_ADMIN_TOKEN  sent as "Authorization: Bearer …" if set
 //   STATE_DIR             where presence.json lives (default <tmp>/wsbridge-chat)
 //   CHAT_TOKEN            the demo secret in ?token= (default "letmein")
 //
 // Presence is a JSON file guarded by flock(2), so several PHP workers
-// (PHP_CLI_SERVER_WORKERS, PHP-FPM) can share it. Pushes use
+// (PHP_CLI_SERVER_WORKERS, PHP-FPM) can share it. Publishes use
 // file_get_contents() with an http stream context: the curl extension is not
-// part of php-cli, and shelling out would cost a process per push.
+// part of php-cli, and shelling out would cost a process per call.
 
 declare(strict_types=1);
 
 const DEFAULT_TOKEN = 'letmein';
 const MAX_TEXT = 1000; // characters kept of one chat message
-const PUSH_TIMEOUT = 2.0; // seconds per push; a draining bridge must not stall us
+const PUSH_TIMEOUT = 2.0; // seconds per admin call; a draining bridge must not stall us
+const ROOM = 'room:lobby'; // the chat's one room: a wsbridge channel
 
 /** respond ends the request with a status and a plain-text body. */
 function respond(int $status, string $body = '', string $type = 'text/plain; charset=utf-8'): void
@@ -93,12 +97,16 @@ function on_connect(string $id, string $conn): void
         // entry; the old connection's DELETE then no longer matches.
         $clients[$id] = ['connection_id' => $conn, 'since' => time()];
     });
-    // The newcomer is not open until we answer "ok", so it is left out; it
-    // asks for the list with {"type":"hello"} once connected.
+    // The newcomer is not open (nor in the room) until we answer "ok", and
+    // a connection it replaces is excluded; it asks for the list with
+    // {"type":"hello"} once connected.
     broadcast($presence + ['joined' => $id], $id);
     // The user's name is the ClientId the token admitted (a ClientId is
     // visible ASCII, as a metadata value must be).
     header("Wsbridge-Set-Meta-Name: $id");
+    // Into the room: the bridge subscribes the connection once it is open,
+    // and drops the subscription when it ends.
+    header('Wsbridge-Subscribe: ' . ROOM);
     respond(200, 'ok');
 }
 
@@ -120,8 +128,8 @@ function on_message(string $from, string $body): void
     }
     $cut = @iconv_substr($text, 0, MAX_TEXT, 'UTF-8');
     $text = is_string($cut) ? $cut : $text;
-    // The sender gets its own message through the same push, so every client
-    // shows the order the backend saw. Nothing is replied directly.
+    // The sender gets its own message through the same publish, so every
+    // client shows the order the backend saw. Nothing is replied directly.
     broadcast([
         'type' => 'message',
         'from' => $from,
@@ -206,27 +214,29 @@ function update_presence(?callable $change): array
 }
 
 /**
- * broadcast pushes $event as JSON to every present client but $except.
- * A 404 (the client just left) is normal; failures are logged, not fatal.
+ * broadcast publishes $event as JSON to the room's channel, skipping the
+ * connection of ClientId $except: one admin call whatever the room's size
+ * (the bridge frames it once and writes it to every member). Nothing is
+ * sent when no one else is present. Failures are logged, not fatal.
  *
  * @param array<string,mixed> $event
  */
 function broadcast(array $event, string $except = ''): void
 {
+    $others = array_diff($event['users'] ?? update_presence(null)['users'], [$except]);
+    if (count($others) === 0) {
+        return;
+    }
     $body = json_encode($event, JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE);
-    foreach (update_presence(null)['users'] as $to) {
-        if ($to === $except) {
-            continue;
-        }
-        $status = push($to, $body);
-        if ($status !== 200 && $status !== 404) {
-            error_log("chat: push to $to: " . ($status === 0 ? 'admin API unreachable' : "status $status"));
-        }
+    $path = 'channel/' . ROOM . ($except !== '' ? '?exclude=' . rawurlencode($except) : '');
+    $status = admin_post($path, $body);
+    if ($status < 200 || $status > 299) {
+        error_log("chat: publish to " . ROOM . ': ' . ($status === 0 ? 'admin API unreachable' : "status $status"));
     }
 }
 
-/** push sends one message to one client through the bridge's admin API. */
-function push(string $id, string $body): int
+/** admin_post POSTs a text body to the bridge's admin API; it returns the status (0: unreachable). */
+function admin_post(string $path, string $body): int
 {
     $admin = rtrim(getenv('WSBRIDGE_ADMIN') ?: 'http://127.0.0.1:7002', '/');
     $headers = ["Content-Type: text/plain; charset=utf-8"];
@@ -241,7 +251,7 @@ function push(string $id, string $body): int
         'timeout' => PUSH_TIMEOUT,
         'ignore_errors' => true, // give us 4xx/5xx bodies instead of false
     ]]);
-    $reply = @file_get_contents("$admin/" . rawurlencode($id), false, $ctx);
+    $reply = @file_get_contents("$admin/$path", false, $ctx);
     if ($reply === false || !isset($http_response_header[0])) {
         return 0;
     }
