@@ -41,6 +41,12 @@
 //	              inflating bounded by -max-message
 //	registry.go   the ClientId registry; admin.go push, kick and info (the
 //	              admin HTTP API is engine/adminapi)
+//	cluster.go    with Config.Bus (-cluster, engine/cluster over NATS): a held
+//	              GET first asks which connection it replaces on another node
+//	              (askHolder); an accepted owner stays in takeover while it
+//	              claims the ClientId from the other nodes (claimGET,
+//	              onClaimed); Server.Release gives a ClientId up to another
+//	              node, answered once its DELETE is
 //	journal.go    -journal (bridge/journal): the opened record before the
 //	              101, gone once the DELETE is answered, the orphans' replay
 //

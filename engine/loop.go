@@ -21,6 +21,9 @@ const (
 	taskOpen                    // the replaced connection's DELETE is answered: send 101
 	taskAdmin                   // push, kick or info from the admin API
 	taskTick                    // advance the timing wheel
+	taskClaimed                 // the cluster claim ended (replaces: 1 won): open or give up
+	taskYield                   // a newer connection on another node wins: close 4000
+	taskHolder                  // the other nodes said which connection the GET replaces (holder)
 	taskJournal                 // opened records are written: release the upgrades waiting for them (journal.go)
 	taskPublish                 // deliver a channel message to the loop's subscribers
 	taskMembers                 // list the loop's subscribers of a channel
@@ -33,6 +36,7 @@ type task struct {
 	call     *bridge.Call
 	admin    *adminReq
 	replaces uint64
+	holder   string       // taskHolder: the other node's connection id, or ""
 	pub      *publication // taskPublish
 	presence *presenceReq // taskMembers
 }
@@ -139,6 +143,12 @@ func (l *loop) run(t *task) {
 		}
 	case taskAdmin:
 		c.onAdmin(t.admin)
+	case taskClaimed:
+		c.onClaimed(t.replaces == 1)
+	case taskYield:
+		c.onYield()
+	case taskHolder:
+		c.onHolder(t.holder)
 	case taskJournal:
 		l.journalRelease()
 	case taskPublish:

@@ -52,6 +52,7 @@ type Config struct {
 	MaxPendingPerIP  int            // upgrades held or waiting for the backend's GET per client address; more get 429; 0 = no limit
 	FDBudget         int            // TCP connections accepted before refusing with 503; 0 = derived from RLIMIT_NOFILE
 	Tick             time.Duration  // timer resolution; 0 = 100ms
+	Bus              Bus            // the cluster (-cluster); nil = this node alone
 	MaxChannels      int            // channels one connection may join; 0 = 64
 
 	// OnChannel, if set, is told when this node's subscriber count of a
@@ -113,7 +114,8 @@ type Server struct {
 	backend *bridge.Client
 	metrics *Metrics
 	reg     *registry
-	ipl     *ipLimits // nil without per-address limits
+	ipl     *ipLimits     // nil without per-address limits
+	cl      *clusterState // nil without Config.Bus
 
 	start                                           time.Time
 	handshakeTicks, holdTicks, pingTicks, pongTicks int64
@@ -180,6 +182,7 @@ func New(cfg Config, backend *bridge.Client, m *Metrics, log *zap.Logger) (*Serv
 		// restarts; the sequence keeps them unique within one.
 		idPrefix: hex.EncodeToString(prefix[:]),
 		booted:   make(chan struct{}),
+		cl:       newClusterState(cfg.Bus),
 		runErr:   make(chan error, 1),
 		stopped:  make(chan struct{}),
 		tokens:   float64(cfg.AcceptBurst),
