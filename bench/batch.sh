@@ -107,7 +107,7 @@ fixed() {
   metrics "$admin" >"$out/$name-m1.txt"
   local msgs reqs
   msgs=$(awk -v a="$t0" -v b="$t1" -v f="$(jq .msgs_per_sec "$out/$name-fixed.json")" 'BEGIN {printf "%d", f * (b - a)}')
-  if [[ -s $out/$name-m1.txt ]]; then
+  if grep -q "^wsbridge_messages_total" "$out/$name-m1.txt"; then
     msgs=$(($(msgs_in "$out/$name-m1.txt") - $(msgs_in "$out/$name-m0.txt")))
     reqs=$(($(posts "$out/$name-m1.txt") - $(posts "$out/$name-m0.txt")))
   else
