@@ -24,6 +24,10 @@ build: ## build bin/wsbridge (static, no cgo) and bin/wsbench
 run: ## run the bridge; with no BACKEND it starts the built-in demo echo backend
 	$(GO) run ./cmd/wsbridge -log-format console $(if $(BACKEND),-backend $(BACKEND),-demo) $(ARGS)
 
+.PHONY: cluster
+cluster: build ## nats-server and three clustered nodes on local ports (ws 7101-7103, admin 7201-7203); Ctrl-C stops all (BACKEND=url, else -demo; DURATION=s)
+	BIN=$(BIN) ./deploy/cluster.sh
+
 .PHONY: test
 test: ## all tests with the race detector in random order, then the load, allocation and memory tests without it (what CI runs)
 	$(GO) test -race -shuffle=on -timeout 15m ./...

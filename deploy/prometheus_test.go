@@ -48,6 +48,11 @@ var wsbridgeMetrics = map[string]bool{
 	"wsbridge_backend_stuck_calls":                     true,
 	"wsbridge_backend_max_stuck":                       true,
 	"wsbridge_backend_stale_conns_total":               true,
+	"wsbridge_cluster_up":                              true, // with -cluster
+	"wsbridge_cluster_messages_total":                  true,
+	"wsbridge_cluster_request_seconds_bucket":          true,
+	"wsbridge_cluster_request_seconds_sum":             true,
+	"wsbridge_cluster_request_seconds_count":           true,
 	"up":                                               true, // Prometheus's own, per target
 }
 

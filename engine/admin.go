@@ -62,6 +62,9 @@ type Info struct {
 	BytesIn      uint64 `json:"bytes_in"`
 	BytesOut     uint64 `json:"bytes_out"`
 	LastSeen     string `json:"last_seen"`
+	// Node is the -node-id of the node holding the connection; only with
+	// -cluster.
+	Node string `json:"node,omitempty"`
 	// Meta is the connection's metadata (Wsbridge-Set-Meta-*), by
 	// canonical name; absent when it has none.
 	Meta map[string]string `json:"meta,omitempty"`

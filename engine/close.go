@@ -179,7 +179,14 @@ func (c *conn) maybeDelete() {
 func (c *conn) onDELETE() {
 	c.l.srv.owed.Add(-1)
 	c.uncount()
-	c.l.srv.reg.deleted(c)
+	s := c.l.srv
+	if s.cl != nil {
+		s.cl.bus.Drop(c.clientID()) // before the Release callers hear of it
+	}
+	s.reg.deleted(c)
+	if s.cl != nil {
+		s.released(c.clientID())
+	}
 }
 
 // onClose runs when the socket is gone (gnet.EventHandler.OnClose).

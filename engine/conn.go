@@ -49,6 +49,7 @@ const (
 	fMoreDeflate    uint8 = 1 << iota // permessage-deflate was negotiated
 	fMoreJournaled                    // recorded in the journal: its Gone is owed once the DELETE is answered
 	fMoreSubscribed                   // member of at least one channel: leave them all at the end
+	fMoreAsked                        // cluster: the other nodes were asked which connection the GET replaces (askHolder)
 )
 
 // setPhase moves c to phase p. It is the one place a connection's phase

@@ -188,6 +188,10 @@ func (c *conn) refuseMalformed(he *protocol.HTTPError) {
 // startGET submits the held GET; replaces is the open connection it would
 // replace, or 0.
 func (c *conn) startGET(replaces uint64) {
+	if replaces == 0 && c.l.srv.cl != nil && c.more&fMoreAsked == 0 {
+		c.askHolder()
+		return
+	}
 	c.setPhase(phAuthorising)
 	c.l.wheel.remove(c)
 	c.sess.Authorize(c.l.bl, &c.side.get, replaces)
@@ -290,7 +294,14 @@ func (c *conn) onGET(r *bridge.Reply) {
 // accept goes on with an accepted GET: the 101 now, or once the
 // connection it replaces is gone.
 func (c *conn) accept() {
-	if c.l.srv.reg.accepted(c) == roleOwner {
+	s := c.l.srv
+	var ro role
+	if s.cl != nil {
+		ro = c.claimGET() // one connection per ClientId in the cluster (cluster.go)
+	} else {
+		ro = s.reg.accepted(c)
+	}
+	if ro == roleOwner {
 		c.open()
 	} else {
 		c.setPhase(phTakeover)

@@ -24,6 +24,9 @@ const (
 	taskJournal                 // opened records are written: release the upgrades waiting for them (journal.go)
 	taskPublish                 // deliver a channel message to the loop's subscribers
 	taskMembers                 // list the loop's subscribers of a channel
+	taskClaimed                 // the cluster claim ended (replaces: 1 won): open or give up
+	taskYield                   // a newer connection on another node wins: close 4000
+	taskHolder                  // the other nodes said which connection the GET replaces (holder)
 )
 
 // task is one unit of work for a loop, posted from any goroutine.
@@ -35,6 +38,7 @@ type task struct {
 	replaces uint64
 	pub      *publication // taskPublish
 	presence *presenceReq // taskMembers
+	holder   string // taskHolder: the other node's connection id, or ""
 }
 
 // loop is wsbridge's state for one gnet event loop. The mailbox fields
@@ -144,6 +148,12 @@ func (l *loop) run(t *task) {
 		l.deliver(t.pub)
 	case taskMembers:
 		l.listSubscribers(t.presence)
+	case taskClaimed:
+		c.onClaimed(t.replaces == 1)
+	case taskYield:
+		c.onYield()
+	case taskHolder:
+		c.onHolder(t.holder)
 	case taskTick:
 		l.now = l.srv.tick()
 		l.wheel.advance(l.now, (*conn).onTimer)

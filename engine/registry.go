@@ -33,10 +33,11 @@ type slot struct {
 	// waiters hold their GET until the slot frees, in arrival order; nil
 	// when none, which is nearly always (a slot is one per open connection,
 	// so it is kept to the 32-byte size class).
-	waiters      *[]*conn
-	ownerOpen    bool // owner's GET said ok
-	ownerEnding  bool // owner is closing; its DELETE is owed
-	challengerOK bool // challenger's GET said ok
+	waiters       *[]*conn
+	ownerOpen     bool // owner's GET said ok
+	ownerEnding   bool // owner is closing; its DELETE is owed
+	challengerOK  bool // challenger's GET said ok
+	ownerClaiming bool // owner's GET said ok; it claims the ClientId from the other nodes (cluster.go)
 }
 
 func newRegistry() *registry {
@@ -98,6 +99,7 @@ type role uint8
 const (
 	roleOwner    role = iota // open now
 	roleTakeover             // wait for taskOpen: the replaced owner is being closed
+	roleClaim                // wait for taskClaimed: the other nodes give the ClientId up (cluster.go)
 )
 
 // accepted records that c's GET said ok.

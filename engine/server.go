@@ -60,6 +60,7 @@ type Config struct {
 	// call at a time, never on an event loop; a slow OnChannel delays only
 	// the calls after it.
 	OnChannel func(ch string, active bool)
+	Bus              Bus            // the cluster (-cluster); nil = this node alone
 }
 
 func (c *Config) setDefaults() {
@@ -107,7 +108,8 @@ type Server struct {
 	backend *bridge.Client
 	metrics *Metrics
 	reg     *registry
-	ipl     *ipLimits // nil without per-address limits
+	ipl     *ipLimits     // nil without per-address limits
+	cl      *clusterState // nil without Config.Bus
 
 	start                                           time.Time
 	handshakeTicks, holdTicks, pingTicks, pongTicks int64
@@ -174,6 +176,7 @@ func New(cfg Config, backend *bridge.Client, m *Metrics, log *zap.Logger) (*Serv
 		// restarts; the sequence keeps them unique within one.
 		idPrefix: hex.EncodeToString(prefix[:]),
 		booted:   make(chan struct{}),
+		cl:       newClusterState(cfg.Bus),
 		runErr:   make(chan error, 1),
 		stopped:  make(chan struct{}),
 		tokens:   float64(cfg.AcceptBurst),

@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -48,6 +50,9 @@ type options struct {
 	// open-files limit (stuckConns).
 	backendStuckAfter time.Duration
 	backendStuckConns int
+
+	cluster string // -cluster: NATS URLs; empty = this node alone
+	nodeID  string // -node-id
 }
 
 // byteSize is a flag value in bytes that also takes KiB/MiB/GiB (or k/m/g).
@@ -165,6 +170,9 @@ func parseOptions(args, env []string) (*options, error) {
 	journalSync := "never"
 	fs.StringVar(&journalSync, "journal-sync", "never", "-journal's fsync policy, for power cuts (a killed process loses nothing under any): never (the kernel writes back within ~30 s), always (fsync before each 101), or a `duration` (fsync every interval, off the upgrade path)")
 
+	fs.StringVar(&o.cluster, "cluster", "", "join a cluster over NATS: comma-separated `URLs` (nats://host:port,…) tried in turn; any node's admin API then reaches every ClientId and one ClientId has one connection cluster-wide (empty = this node alone)")
+	fs.StringVar(&o.nodeID, "node-id", "", "this node's name in the cluster (\"node\" in the admin info JSON; empty = host name:listen port)")
+
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
 		name := "WSBRIDGE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
@@ -270,6 +278,16 @@ func parseOptions(args, env []string) (*options, error) {
 		errs = append(errs, fmt.Errorf("-journal-sync: %w", err))
 	} else {
 		o.journalSync, o.journalEvery = sy, every
+	}
+	if o.nodeID == "" {
+		host, _ := os.Hostname()
+		_, port, _ := net.SplitHostPort(e.Listen)
+		o.nodeID = host + ":" + port
+	}
+	for _, u := range splitList(o.cluster) {
+		if !strings.HasPrefix(u, "nats://") && !strings.HasPrefix(u, "tls://") {
+			errs = append(errs, fmt.Errorf("-cluster: %q is not a nats:// URL", u))
+		}
 	}
 	switch o.logFormat {
 	case "json", "console":

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -201,5 +202,23 @@ func TestOptionsBatch(t *testing.T) {
 		if _, err := parseOptions(args, nil); err == nil || !strings.Contains(err.Error(), args[0]) {
 			t.Errorf("%v: err %v, want one naming %s", args, err, args[0])
 		}
+	}
+}
+
+func TestOptionsCluster(t *testing.T) {
+	o, err := parseOptions([]string{"-listen", "127.0.0.1:7555"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.Hostname()
+	requireEqual(t, "default -node-id", o.nodeID, host+":7555")
+	requireEqual(t, "default -cluster", o.cluster, "")
+	o, err = parseOptions([]string{"-cluster", "nats://a:4222, nats://b:4222", "-node-id", "n1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireEqual(t, "-node-id", o.nodeID, "n1")
+	if _, err := parseOptions([]string{"-cluster", "http://a:4222"}, nil); err == nil {
+		t.Fatal("-cluster with an http URL accepted")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/wsbridge/wsbridge/bridge/journal"
 	"github.com/wsbridge/wsbridge/engine"
 	"github.com/wsbridge/wsbridge/engine/adminapi"
+	"github.com/wsbridge/wsbridge/engine/cluster"
 	"github.com/wsbridge/wsbridge/sysctl"
 )
 
@@ -107,9 +109,25 @@ func run(o *options) error {
 	defer backend.Close()
 	metrics.WatchBackend(backend)
 
+	var bus *cluster.Bus
+	if o.cluster != "" {
+		bus, err = cluster.New(cluster.Config{
+			URLs: strings.Join(splitList(o.cluster), ","), NodeID: o.nodeID,
+			Log: log, Registry: metrics.Registry,
+		})
+		if err != nil {
+			return err
+		}
+		defer bus.Close() // after the drain: every Drop is sent
+		o.engine.Bus = bus
+		log.Info("cluster", zap.String("node_id", o.nodeID), zap.String("nats", o.cluster), zap.Bool("up", bus.Up()))
+	}
 	srv, err := engine.New(o.engine, backend, metrics, log.Named("engine"))
 	if err != nil {
 		return err
+	}
+	if bus != nil {
+		bus.SetServer(srv)
 	}
 	if o.journalDir != "" {
 		// Before the listener: the orphans' ClientIds are registered as
@@ -144,7 +162,11 @@ func run(o *options) error {
 	if err != nil {
 		return fmt.Errorf("admin listener: %w", err)
 	}
-	admin := adminapi.New(srv, adminapi.Config{Token: o.adminToken, Pprof: o.pprof})
+	acfg := adminapi.Config{Token: o.adminToken, Pprof: o.pprof}
+	if bus != nil {
+		acfg.Remote, acfg.NodeID = bus, o.nodeID
+	}
+	admin := adminapi.New(srv, acfg)
 	go func() {
 		if err := admin.Serve(adminLn); err != nil {
 			log.Error("admin listener stopped", zap.Error(err))

@@ -23,6 +23,20 @@ import (
 type Config struct {
 	Token string // if set, every call but /healthz and /readyz needs "Authorization: Bearer <Token>"
 	Pprof bool   // serve /debug/pprof/
+	// Remote reaches the ClientIds this node does not hold (-cluster); nil
+	// on a node alone.
+	Remote Remote
+	NodeID string // "node" in the info JSON of a local connection, with Remote
+}
+
+// Remote is the cluster as the admin API sees it (engine/cluster.Bus):
+// the calls for a ClientId no local connection holds. Each answers 200,
+// 404 (connected nowhere) or 503 (the bus down, no answer in time, or a
+// slow consumer there): never a false 404.
+type Remote interface {
+	Push(id, payload []byte, binary bool) int
+	Kick(id []byte, code ws.StatusCode, reason string) int
+	Lookup(id []byte) (infoJSON []byte, status int)
 }
 
 var (
@@ -87,16 +101,30 @@ func New(s *engine.Server, cfg Config) *fasthttp.Server {
 			ctx.Error("invalid ClientId\n", fasthttp.StatusBadRequest)
 			return
 		}
+		remote := cfg.Remote != nil && !s.Holds(id)
 		switch {
 		case ctx.IsPost():
-			push(s, m, maxMessage, ctx, id)
+			push(s, cfg.Remote, remote, m, maxMessage, ctx, id)
 		case ctx.IsDelete():
-			kick(s, ctx, id)
+			kick(s, cfg.Remote, remote, ctx, id)
 		case ctx.IsGet():
+			if remote {
+				b, status := cfg.Remote.Lookup(id)
+				if status != fasthttp.StatusOK {
+					answer(ctx, status)
+					return
+				}
+				ctx.SetContentType("application/json")
+				ctx.SetBody(append(b, '\n'))
+				return
+			}
 			info, ok := s.Lookup(id)
 			if !ok {
 				ctx.Error("not found\n", fasthttp.StatusNotFound)
 				return
+			}
+			if cfg.Remote != nil {
+				info.Node = cfg.NodeID
 			}
 			b, _ := json.Marshal(info)
 			ctx.SetContentType("application/json")
@@ -126,7 +154,7 @@ func New(s *engine.Server, cfg Config) *fasthttp.Server {
 	}
 }
 
-func push(s *engine.Server, m *engine.Metrics, maxMessage int64, ctx *fasthttp.RequestCtx, id []byte) {
+func push(s *engine.Server, r Remote, remote bool, m *engine.Metrics, maxMessage int64, ctx *fasthttp.RequestCtx, id []byte) {
 	body := ctx.PostBody()
 	if int64(len(body)) > maxMessage {
 		m.PushTooBig()
@@ -139,6 +167,10 @@ func push(s *engine.Server, m *engine.Metrics, maxMessage int64, ctx *fasthttp.R
 		ctx.Error("text push is not valid UTF-8 (send application/octet-stream for binary)\n", fasthttp.StatusBadRequest)
 		return
 	}
+	if remote {
+		answer(ctx, r.Push(id, body, binary))
+		return
+	}
 	switch s.Push(id, body, binary) {
 	case fasthttp.StatusOK:
 		ctx.SetBody(textOK)
@@ -149,7 +181,19 @@ func push(s *engine.Server, m *engine.Metrics, maxMessage int64, ctx *fasthttp.R
 	}
 }
 
-func kick(s *engine.Server, ctx *fasthttp.RequestCtx, id []byte) {
+// answer writes a cross-node call's status.
+func answer(ctx *fasthttp.RequestCtx, status int) {
+	switch status {
+	case fasthttp.StatusOK:
+		ctx.SetBody(textOK)
+	case fasthttp.StatusNotFound:
+		ctx.Error("not found\n", fasthttp.StatusNotFound)
+	default:
+		ctx.Error("unavailable: the node holding it is unreachable or its client is slow\n", fasthttp.StatusServiceUnavailable)
+	}
+}
+
+func kick(s *engine.Server, r Remote, remote bool, ctx *fasthttp.RequestCtx, id []byte) {
 	code := protocol.CloseKicked
 	args := ctx.QueryArgs()
 	if v := args.Peek("code"); len(v) > 0 {
@@ -163,6 +207,10 @@ func kick(s *engine.Server, ctx *fasthttp.RequestCtx, id []byte) {
 	reason := args.Peek("reason")
 	if len(reason) > protocol.MaxCloseReason || !utf8.Valid(reason) {
 		ctx.Error("reason must be valid UTF-8 of at most 123 bytes\n", fasthttp.StatusBadRequest)
+		return
+	}
+	if remote {
+		answer(ctx, r.Kick(id, code, string(reason)))
 		return
 	}
 	if s.Kick(id, code, string(reason)) != fasthttp.StatusOK {
