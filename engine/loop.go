@@ -38,7 +38,7 @@ type task struct {
 	replaces uint64
 	pub      *publication // taskPublish
 	presence *presenceReq // taskMembers
-	holder   string // taskHolder: the other node's connection id, or ""
+	holder   string       // taskHolder: the other node's connection id, or ""
 }
 
 // loop is wsbridge's state for one gnet event loop. The mailbox fields

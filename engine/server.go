@@ -60,7 +60,7 @@ type Config struct {
 	// call at a time, never on an event loop; a slow OnChannel delays only
 	// the calls after it.
 	OnChannel func(ch string, active bool)
-	Bus              Bus            // the cluster (-cluster); nil = this node alone
+	Bus       Bus // the cluster (-cluster); nil = this node alone
 }
 
 func (c *Config) setDefaults() {
