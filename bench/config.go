@@ -59,6 +59,8 @@ type Config struct {
 	BridgeArgs string // density: extra wsbridge flags
 	TConns     int    // density: closed-loop connections for the CPU run
 	FanoutPush bool   // fanout: one admin push per connection instead of one channel publish
+	Payload    string // message padding: "x" or "json" (JSON-like records)
+	Deflate    bool   // clients offer permessage-deflate and send compressed messages
 }
 
 func (c *Config) flags(fs *flag.FlagSet) {
@@ -88,6 +90,8 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.BridgeArgs, "bridge-args", "", "density: extra wsbridge flags, space-separated")
 	fs.BoolVar(&c.FanoutPush, "fanout-push", false, "fanout: send each message as one admin push per connection (today's way) instead of one channel publish")
 	fs.IntVar(&c.TConns, "tconns", 200, "density: closed-loop connections for the messages-per-CPU-second run")
+	fs.StringVar(&c.Payload, "payload", "x", "message padding after the sequence number and timestamp: x, or json (JSON-like records that compress as API traffic does)")
+	fs.BoolVar(&c.Deflate, "deflate", false, "clients offer permessage-deflate, send every message compressed and inflate compressed replies (give the bridge -deflate too: -bridge-args for density)")
 }
 
 // defaults fills in per-scenario defaults.

@@ -36,6 +36,8 @@ type DensityResult struct {
 	CPUThroughput float64 `json:"throughput_cpu_s"` // bridge CPU seconds during the throughput run
 	MsgsPerCPUSec float64 `json:"msgs_per_cpu_sec"`
 	RTT           Latency `json:"throughput_rtt_ms"`
+	WirePerMsgIn  float64 `json:"wire_per_msg_in,omitempty"`  // payload bytes on the wire per message, client → bridge
+	WirePerMsgOut float64 `json:"wire_per_msg_out,omitempty"` // and bridge → client (the reply)
 }
 
 // DensitySettle is how long after its first reading a density run reads the
@@ -222,6 +224,10 @@ func runDensity(ctx context.Context, r *runner) (*Result, error) {
 	if tres != nil {
 		tr.finish(tres)
 		d.Messages, d.MsgsPerSec, d.RTT = tres.Recv, tres.MsgsPerSec, tres.RTT
+		if tres.Sent > 0 && tres.Recv > 0 {
+			d.WirePerMsgIn = float64(tres.WireSent) / float64(tres.Sent)
+			d.WirePerMsgOut = float64(tres.WireRecv) / float64(tres.Recv)
+		}
 		d.CPUThroughput = cpu3 - cpu2
 		if d.CPUThroughput > 0 {
 			d.MsgsPerCPUSec = float64(tres.Recv) / d.CPUThroughput

@@ -165,6 +165,9 @@ func WriteTable(w io.Writer, r *Result) {
 		row("bridge CPU", "%.2f s to accept %d conns", d.CPUConnect, d.Conns)
 		row("throughput", "%d conns: %.0f msgs/s, %.2f bridge CPU-s: %.0f msgs per CPU-second", d.TConns, d.MsgsPerSec, d.CPUThroughput, d.MsgsPerCPUSec)
 		row("round trip", "p50 %.2f  p90 %.2f  p99 %.2f  max %.2f ms  (n=%d)", d.RTT.P50, d.RTT.P90, d.RTT.P99, d.RTT.Max, d.RTT.N)
+		if d.WirePerMsgIn > 0 {
+			row("on the wire", "%.0f B per message in, %.0f B per reply out (payload bytes)", d.WirePerMsgIn, d.WirePerMsgOut)
+		}
 	}
 	tw.Flush()
 }

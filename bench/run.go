@@ -55,6 +55,8 @@ type Result struct {
 
 	Sent       int64   `json:"sent"`
 	Recv       int64   `json:"recv"`
+	WireSent   int64   `json:"wire_sent,omitempty"` // data frame payload bytes sent, as on the wire
+	WireRecv   int64   `json:"wire_recv,omitempty"` // and received
 	MsgsPerSec float64 `json:"msgs_per_sec"`
 	RTT        Latency `json:"rtt_ms"` // reply round trip, or push delivery
 
@@ -156,6 +158,7 @@ func (r *runner) launch(mode loadgen.Mode, count int, edit func(*loadgen.Config)
 	base := loadgen.Config{
 		Addr: cfg.target(), IDPrefix: cfg.IDPrefix, Total: count, Loops: cfg.Loops,
 		Mode: mode, Interval: cfg.Interval, Size: cfg.Size, MaxInflight: cfg.Inflight,
+		JSON: cfg.Payload == "json", Deflate: cfg.Deflate,
 		Timeout: cfg.Timeout, Sources: sources(cfg.Sources),
 		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, Seed: uint64(time.Now().UnixNano()),
 	}
@@ -319,6 +322,7 @@ func (r *runner) finish(res *Result) {
 	res.Procs = r.procs
 	res.MaxHeld = r.maxHeld
 	res.Sent, res.Recv = t.Sent, t.Recv
+	res.WireSent, res.WireRecv = t.WireSent, t.WireRecv
 	res.RTT = summarize(&r.lat)
 	res.Upgrade = summarize(&r.hs)
 	res.Upgrades = t.Opened

@@ -159,6 +159,7 @@ func (c *conn) endIntake() {
 	}
 	c.flags |= fIntakeOver
 	c.sess.DropPartial()
+	c.dropCompressed()
 	if c.side != nil {
 		c.side.rest = nil
 	}

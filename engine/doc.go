@@ -36,6 +36,9 @@
 //	reason.go     closeCode (the one switch from reason to close code) and the
 //	              refusal table (reason, HTTP status, body)
 //	loop.go       the per-loop mailbox and timing wheel
+//	deflate.go    permessage-deflate (-deflate): the loop's compressor and
+//	              inflater (no context takeover, so no per-connection state),
+//	              inflating bounded by -max-message
 //	registry.go   the ClientId registry; admin.go push, kick and info (the
 //	              admin HTTP API is engine/adminapi)
 //	journal.go    -journal (bridge/journal): the opened record before the

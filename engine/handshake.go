@@ -90,6 +90,10 @@ func (c *conn) readHandshake() gnet.Action {
 	if len(r.Protocols) > 0 {
 		hs.offered = string(r.Protocols)
 	}
+	if s.cfg.Deflate && r.Deflate {
+		c.more |= fMoreDeflate
+		c.dec.Deflate = true
+	}
 	hs.get = c.sess.Upgrade(l.bl, c, r.Query, r.Forward[:r.NForward])
 	// Everything is copied (ids, key, protocols, the GET's target and
 	// headers): only now may the head's bytes go.
@@ -328,7 +332,7 @@ func (c *conn) open() {
 	if s.pingTicks > 0 {
 		l.wheel.schedule(c, l.now+s.pingTicks)
 	}
-	c.write(protocol.AppendSwitching(l.wbuf[:0], hs.key[:], s2b(hs.chosen)))
+	c.write(protocol.AppendSwitchingDeflate(l.wbuf[:0], hs.key[:], s2b(hs.chosen), c.more&fMoreDeflate != 0))
 	if hs.subscribe != "" && c.gc != nil {
 		c.applyChannels(s2b(hs.subscribe), true)
 	}

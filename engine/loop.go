@@ -77,6 +77,7 @@ type loop struct {
 	member     map[*conn]*loopChan   // subscribed connection → the first channel it joined
 	memberMore map[*conn][]*loopChan // connection in several channels → the others
 	pubBuf     []byte                // consecutive publications' frames, joined (deliverRun)
+	z          *zstate               // permessage-deflate's compressor and inflater, made on first use
 }
 
 func newLoop(s *Server, el gnet.EventLoop) *loop {

@@ -2,14 +2,21 @@ package engine_test
 
 import (
 	"bytes"
+	"fmt"
 	"net/netip"
+	"os"
+	"os/exec"
+	"regexp"
 	"runtime"
 	"strconv"
 	"testing"
+	"time"
 
+	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 
 	"github.com/wsbridge/wsbridge/engine"
+	"github.com/wsbridge/wsbridge/protocol"
 )
 
 // maxIdleConnBytes bounds the bridge's live heap per idle open connection.
@@ -124,4 +131,158 @@ func liveMemStats(m *runtime.MemStats) {
 	runtime.GC()
 	runtime.GC()
 	runtime.ReadMemStats(m)
+}
+
+// TestIdleConnMemoryDeflate: an idle connection that negotiated
+// permessage-deflate (and exchanged compressed messages) costs within 5 %
+// of one that did not: no per-connection compressor state (DESIGN §8.6).
+//
+// Each side is measured in a process of its own (this test binary, run
+// again for idleHeapChild): an engine stopped earlier in the same process
+// (another test's, or the other side's) goes on freeing memory for a while,
+// which would land in whichever measurement runs next.
+func TestIdleConnMemoryDeflate(t *testing.T) {
+	if mode := os.Getenv(idleHeapEnv); mode != "" {
+		return // the child runs idleHeapChild instead
+	}
+	if engine.RaceEnabled {
+		t.Skip("memory sizes differ under the race detector")
+	}
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	if n := min(2000, (int(rl.Cur)-300)/2); n < 200 {
+		t.Skipf("RLIMIT_NOFILE %d leaves room for %d connections, want 200", rl.Cur, n)
+	}
+	measure := func(mode string) int64 {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestIdleHeapChild$", "-test.count=1", "-test.v")
+		cmd.Env = append(os.Environ(), idleHeapEnv+"="+mode)
+		out, err := cmd.CombinedOutput()
+		m := regexp.MustCompile(`IDLEHEAP (-?\d+)`).FindSubmatch(out)
+		if err != nil || m == nil {
+			t.Fatalf("child (%s): %v\n%s", mode, err, out)
+		}
+		v, _ := strconv.ParseInt(string(m[1]), 10, 64)
+		return v
+	}
+	off, on := measure("off"), measure("on")
+	t.Logf("heap per idle connection: %d B without -deflate, %d B with it negotiated (%+.1f %%)", off, on, 100*float64(on-off)/float64(off))
+	if off <= 0 || on <= 0 {
+		t.Fatalf("heap per idle connection: %d B without -deflate, %d B with it: want both positive", off, on)
+	}
+	if float64(on) > 1.05*float64(off) {
+		t.Errorf("heap per idle connection with deflate: got %d B, want within 5 %% of %d B", on, off)
+	}
+}
+
+const idleHeapEnv = "WSBRIDGE_TEST_IDLE_HEAP"
+
+// TestIdleHeapChild is TestIdleConnMemoryDeflate's measurement, run in a
+// child process; on its own it does nothing.
+func TestIdleHeapChild(t *testing.T) {
+	mode := os.Getenv(idleHeapEnv)
+	if mode == "" {
+		t.Skip("run by TestIdleConnMemoryDeflate")
+	}
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("IDLEHEAP %d\n", idleHeapPerConn(t, mode == "on", min(2000, (int(rl.Cur)-300)/2)))
+}
+
+// idleHeapPerConn opens n idle connections to a fresh engine (with
+// -deflate and an offer when deflate is set; every warm-up connection first
+// exchanges a message, compressed when deflate is set) and returns the
+// growth of the live heap per connection.
+func idleHeapPerConn(t *testing.T, deflate bool, n int) int64 {
+	h := startEngine(t, engine.Config{Deflate: deflate, DeflateMin: 1}, startEchoBackend(t))
+	ap, err := netip.ParseAddrPort(h.srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa := &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	var fds []int
+	defer func() {
+		for _, fd := range fds {
+			_ = unix.Close(fd)
+		}
+		// Gone before the next measurement starts.
+		waitFor(t, 30*time.Second, func() error {
+			if c := h.srv.Connections(); c != 0 {
+				return fmt.Errorf("%d connections still open", c)
+			}
+			return nil
+		})
+	}()
+	msg := jsonPayload(1 << 10)
+	frame := protocol.AppendClientFrame(nil, ws.OpText, true, [4]byte{1, 2, 3, 4}, msg)
+	if deflate {
+		frame = protocol.AppendClientFrame(nil, ws.OpText, true, [4]byte{1, 2, 3, 4}, deflated(t, msg))
+		frame[0] |= 0x40
+	}
+	var req []byte
+	resp := make([]byte, 4096)
+	upgrade := func(i int, exchange bool) {
+		t.Helper()
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fds = append(fds, fd)
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 10}); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Connect(fd, sa); err != nil {
+			t.Fatal(err)
+		}
+		req = append(req[:0], "GET /idle-"...)
+		req = strconv.AppendInt(req, int64(i), 10)
+		req = append(req, " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"...)
+		if deflate {
+			req = append(req, deflateOfferHeader...)
+		}
+		req = append(req, "\r\n"...)
+		if _, err := unix.Write(fd, req); err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for !bytes.Contains(resp[:got], []byte("\r\n\r\n")) {
+			k, err := unix.Read(fd, resp[got:])
+			if err != nil || k == 0 {
+				t.Fatalf("upgrade %d: read: %d bytes, %v", i, k, err)
+			}
+			got += k
+		}
+		if !bytes.HasPrefix(resp[:got], []byte("HTTP/1.1 101 ")) ||
+			deflate != bytes.Contains(resp[:got], []byte("permessage-deflate")) {
+			t.Fatalf("upgrade %d: got %q", i, resp[:got])
+		}
+		if !exchange {
+			return
+		}
+		if _, err := unix.Write(fd, frame); err != nil {
+			t.Fatal(err)
+		}
+		// The reply: at least its 2-byte header.
+		if k, err := unix.Read(fd, resp); err != nil || k < 2 || (resp[0]&0x40 != 0) != deflate {
+			t.Fatalf("reply %d: %d bytes %v, %x", i, k, err, resp[:max(k, 0)])
+		}
+	}
+	const warm = 100
+	for i := range warm {
+		upgrade(i, true)
+	}
+	var m0, m1 runtime.MemStats
+	liveMemStats(&m0)
+	for i := range n {
+		upgrade(warm+i, false)
+	}
+	liveMemStats(&m1)
+	if got := h.srv.Connections(); got != int64(warm+n) {
+		t.Fatalf("open connections: got %d, want %d", got, warm+n)
+	}
+	return (int64(m1.HeapAlloc) - int64(m0.HeapAlloc)) / int64(n)
 }

@@ -47,15 +47,7 @@ func (c *conn) decodeInbound() gnet.Action {
 		ev, n, err := c.dec.Next(buf[off:])
 		off += n
 		if err != nil {
-			c.dropInbound()
-			c.flags |= fBroken
-			code := ws.StatusProtocolError
-			var ce *protocol.CloseError
-			if errors.As(err, &ce) {
-				code = ce.Code
-			}
-			c.closeWith(closeReasonFor(code), code, err.Error())
-			c.endIntake()
+			c.failInbound(err)
 			return gnet.None
 		}
 		switch ev.Kind {
@@ -69,6 +61,17 @@ func (c *conn) decodeInbound() gnet.Action {
 			// sent before it saw the close: those messages are POSTed too.
 			if c.flags&fIntakeOver != 0 || c.phase != phOpen && c.phase != phClosing {
 				continue
+			}
+			if ev.Compressed {
+				msg, err := c.compressedChunk(&ev)
+				if err != nil {
+					c.failInbound(err)
+					return gnet.None
+				}
+				if msg == nil {
+					continue // more of it to come
+				}
+				ev.Payload, ev.First, ev.Fin = msg, true, true
 			}
 			c.bytesIn += uint64(len(ev.Payload))
 			if c.sess.Message(l.bl, c, ev.Payload, ev.First, ev.Fin, ev.OpCode == ws.OpBinary) {
@@ -101,6 +104,21 @@ func (c *conn) decodeInbound() gnet.Action {
 	}
 	c.consume(off)
 	return gnet.None
+}
+
+// failInbound closes the connection for an inbound protocol violation: err
+// is a *protocol.CloseError (its code is sent) or else 1002. Inbound bytes
+// are discarded from now on.
+func (c *conn) failInbound(err error) {
+	c.dropInbound()
+	c.flags |= fBroken
+	code := ws.StatusProtocolError
+	var ce *protocol.CloseError
+	if errors.As(err, &ce) {
+		code = ce.Code
+	}
+	c.closeWith(closeReasonFor(code), code, err.Error())
+	c.endIntake()
 }
 
 // inbound returns the bytes read and not yet decoded: the socket's buffer,
@@ -253,7 +271,17 @@ const (
 // frame was written (a reply always is while the socket is open).
 func (c *conn) send(kind outKind, op ws.OpCode, payload []byte) bool {
 	l := c.l
+	plain := len(payload)
+	var rsv1 byte
+	if c.more&fMoreDeflate != 0 && kind != outPong && plain >= l.srv.cfg.DeflateMin && c.gc != nil {
+		// permessage-deflate: a message of -deflate-min bytes or more goes
+		// compressed when that makes it smaller (RSV1 on its frame).
+		if z := l.zs().deflate(payload, l.srv.cfg.DeflateLevel); z != nil {
+			payload, rsv1 = z, 0x40
+		}
+	}
 	hdr := protocol.AppendFrameHeader(l.wbuf[:0], op, true, len(payload))
+	hdr[0] |= rsv1
 	if kind != outReply {
 		if c.gc == nil {
 			return false
@@ -268,7 +296,7 @@ func (c *conn) send(kind outKind, op ws.OpCode, payload []byte) bool {
 		return true
 	}
 	c.msgsOut++
-	c.bytesOut += uint64(len(payload))
+	c.bytesOut += uint64(plain)
 	l.srv.metrics.messagesOut.Inc()
 	l.iov[0] = hdr
 	l.iov[1] = payload

@@ -59,8 +59,11 @@ type Config struct {
 	// that order for each channel. It runs on a goroutine of its own, one
 	// call at a time, never on an event loop; a slow OnChannel delays only
 	// the calls after it.
-	OnChannel func(ch string, active bool)
-	Bus       Bus // the cluster (-cluster); nil = this node alone
+	OnChannel    func(ch string, active bool)
+	Deflate      bool // accept permessage-deflate offers (no context takeover on either side)
+	DeflateMin   int  // messages to the client of fewer bytes go plain; 0 = compress every one
+	DeflateLevel int  // compression level, 1 (fastest) to 9; 0 = 1
+	Bus          Bus  // the cluster (-cluster); nil = this node alone
 }
 
 func (c *Config) setDefaults() {
@@ -69,6 +72,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxMessage <= 0 {
 		c.MaxMessage = 1 << 20
+	}
+	if c.DeflateLevel < 1 || c.DeflateLevel > 9 {
+		c.DeflateLevel = 1
 	}
 	if c.MaxOutbound <= 0 {
 		// Room for a full-size push on top of replies in flight.

@@ -37,6 +37,12 @@
 //		// handle ev
 //	}
 //
+// permessage-deflate (RFC 7692): with Decoder.Deflate set, RSV1 on the
+// first frame of a data message marks it compressed (Event.Compressed; the
+// caller inflates the whole message and checks its UTF-8); RSV1 anywhere
+// else is 1002. AcceptsDeflate tells which Sec-WebSocket-Extensions offers
+// the bridge takes (Request.Deflate), AppendSwitchingDeflate answers one.
+//
 // Server frames are written with AppendFrame, AppendFrameHeader and
 // AppendClose; AppendClientFrame writes masked client frames for tests and
 // the load generator.

@@ -26,8 +26,9 @@ func (e *CloseError) Error() string { return "protocol: " + e.Reason }
 var (
 	// ErrUnmasked is a client frame without a masking key (1002).
 	ErrUnmasked = &CloseError{ws.StatusProtocolError, "unmasked client frame"}
-	// ErrReservedBits is a frame with RSV1, RSV2 or RSV3 set; no extension is
-	// ever negotiated (1002).
+	// ErrReservedBits is a frame with RSV2 or RSV3 set, or with RSV1 set
+	// other than on the first frame of a data message with
+	// Decoder.Deflate (permessage-deflate negotiated) (1002).
 	ErrReservedBits = &CloseError{ws.StatusProtocolError, "reserved bits set"}
 	// ErrReservedOpCode is a frame with opcode 3-7 or 0xB-0xF (1002).
 	ErrReservedOpCode = &CloseError{ws.StatusProtocolError, "reserved opcode"}
@@ -114,6 +115,10 @@ type Event struct {
 	Code ws.StatusCode
 	// Reason is, for EventClose, the close reason (validated UTF-8).
 	Reason []byte
+	// Compressed reports, for EventData, that the message's first frame had
+	// RSV1 (permessage-deflate): Payload is compressed bytes, not checked
+	// as UTF-8; the caller inflates the whole message and checks it.
+	Compressed bool
 }
 
 // Decoder decodes client-to-server frames incrementally from byte slices.
@@ -137,6 +142,13 @@ type Decoder struct {
 	first     bool      // the next data chunk starts the message
 	utf8      utf8State // validation state of the text message in progress
 	errIdx    uint8     // 1 + index in closeErrors of the error that broke d, 0 when none
+
+	// Deflate allows RSV1 on the first frame of a data message: the
+	// connection negotiated permessage-deflate, and such a message is
+	// delivered with Event.Compressed. Without it RSV1 is ErrReservedBits.
+	Deflate bool
+
+	compressed bool // the message in progress is compressed
 }
 
 // closeErrors lists the sentinels so a Decoder can remember its error in one byte.
@@ -156,9 +168,9 @@ func (d *Decoder) fail(e *CloseError) (Event, int, error) {
 	return Event{}, 0, e
 }
 
-// Reset returns d to its zero state, keeping MaxMessage.
+// Reset returns d to its zero state, keeping MaxMessage and Deflate.
 func (d *Decoder) Reset() {
-	*d = Decoder{MaxMessage: d.MaxMessage}
+	*d = Decoder{MaxMessage: d.MaxMessage, Deflate: d.Deflate}
 }
 
 // InMessage reports whether a message is in progress: a fragment without FIN
@@ -207,8 +219,11 @@ func (d *Decoder) Next(p []byte) (ev Event, n int, err error) {
 	b0, b1 := p[0], p[1]
 	fin := b0&0x80 != 0
 	op := ws.OpCode(b0 & 0x0f)
+	rsv1 := b0&0x40 != 0
 	switch {
-	case b0&0x70 != 0:
+	case b0&0x30 != 0:
+		return d.fail(ErrReservedBits)
+	case rsv1 && (!d.Deflate || op == ws.OpContinuation || op.IsControl()):
 		return d.fail(ErrReservedBits)
 	case op.IsReserved():
 		return d.fail(ErrReservedOpCode)
@@ -294,6 +309,7 @@ func (d *Decoder) Next(p []byte) (ev Event, n int, err error) {
 		d.msgLen = 0
 		d.first = true
 		d.utf8 = utf8State{}
+		d.compressed = rsv1
 	}
 	d.msgLen += length
 	d.remaining = length
@@ -315,12 +331,12 @@ func (d *Decoder) payload(p []byte, hdr int) (Event, int, error) {
 	ws.Cipher(chunk, d.mask, int(d.maskOff))
 	d.maskOff = uint8((int(d.maskOff) + k) & 3)
 	d.remaining -= int64(k)
-	ev := Event{Kind: EventData, OpCode: d.msgOp, Payload: chunk, First: d.first}
+	ev := Event{Kind: EventData, OpCode: d.msgOp, Payload: chunk, First: d.first, Compressed: d.compressed}
 	if d.remaining == 0 {
 		d.inFrame = false
 		ev.Fin = d.frameFin
 	}
-	if d.msgOp == ws.OpText {
+	if d.msgOp == ws.OpText && !d.compressed {
 		if !d.utf8.valid(chunk) || (ev.Fin && d.utf8.need != 0) {
 			return d.fail(ErrInvalidUTF8)
 		}

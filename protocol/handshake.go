@@ -94,6 +94,9 @@ type Request struct {
 	Forward [MaxForward]Header
 	// NForward is how many entries of Forward are set.
 	NForward int
+	// Deflate reports that a Sec-WebSocket-Extensions header holds a
+	// permessage-deflate offer the bridge can take (see AcceptsDeflate).
+	Deflate bool
 }
 
 // ForwardHeaders is the allow-list of client request headers passed on to
@@ -221,6 +224,10 @@ func ParseRequest(p []byte, r *Request) (n int, err error) {
 		case 22:
 			if equalFold(name, "sec-websocket-protocol") && r.Protocols == nil {
 				r.Protocols = value
+			}
+		case 24:
+			if equalFold(name, "sec-websocket-extensions") && !r.Deflate {
+				r.Deflate = AcceptsDeflate(value)
 			}
 		}
 		if r.NForward < MaxForward && forwarded(name) {
@@ -440,11 +447,21 @@ func AppendAcceptKey(dst, key []byte) []byte {
 // and returns the extended slice. protocol must be a token the client
 // offered (see ProtocolOffered).
 func AppendSwitching(dst, key, protocol []byte) []byte {
+	return AppendSwitchingDeflate(dst, key, protocol, false)
+}
+
+// AppendSwitchingDeflate is AppendSwitching with, when deflate is set,
+// "Sec-WebSocket-Extensions: " DeflateResponse (a permessage-deflate offer
+// was accepted, see AcceptsDeflate).
+func AppendSwitchingDeflate(dst, key, protocol []byte, deflate bool) []byte {
 	dst = append(dst, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
 	dst = AppendAcceptKey(dst, key)
 	if len(protocol) > 0 {
 		dst = append(dst, "\r\nSec-WebSocket-Protocol: "...)
 		dst = append(dst, protocol...)
+	}
+	if deflate {
+		dst = append(dst, "\r\nSec-WebSocket-Extensions: "+DeflateResponse...)
 	}
 	return append(dst, "\r\n\r\n"...)
 }

@@ -44,6 +44,8 @@ type Config struct {
 	OpenOver time.Duration // spread connection starts evenly over this (0 = as fast as MaxInflight allows)
 	Interval time.Duration // Periodic: per-connection message period
 	Size     int           // message payload bytes (at least the timestamp)
+	JSON     bool          // pad messages with JSON-like records (see AppendJSONMessage) instead of 'x'
+	Deflate  bool          // offer permessage-deflate; send messages compressed and inflate compressed replies
 
 	// MaxInflight bounds connects and upgrades in progress per loop, so a
 	// burst cannot overflow the listener's accept queue; 0 means 256.
@@ -84,6 +86,8 @@ type Counters struct {
 	Code1013   atomic.Int64 // with 1013
 	CodeOther  atomic.Int64 // with any other code, or none
 	Status503  atomic.Int64 // refusals with 503
+	WireSent   atomic.Int64 // payload bytes of the data frames sent, as on the wire (compressed with Deflate)
+	WireRecv   atomic.Int64 // payload bytes of the data frames received, as on the wire
 }
 
 // Totals is a plain copy of Counters.
@@ -91,6 +95,7 @@ type Totals struct {
 	Held, Attempts, Opened, ConnectErr, Refused, Closed, Timeouts int64
 	Sent, Recv, Cycles, Dropped, LastReopen, Code1012, Code1013   int64
 	CodeOther, Status503                                          int64
+	WireSent, WireRecv                                            int64
 }
 
 // Add sums o into t (LastReopen takes the later).
@@ -111,6 +116,8 @@ func (t *Totals) Add(o Totals) {
 	t.Code1013 += o.Code1013
 	t.CodeOther += o.CodeOther
 	t.Status503 += o.Status503
+	t.WireSent += o.WireSent
+	t.WireRecv += o.WireRecv
 }
 
 // Errors is the sum of everything that went wrong.
@@ -123,6 +130,7 @@ func (c *Counters) load() Totals {
 		Timeouts: c.Timeouts.Load(), Sent: c.Sent.Load(), Recv: c.Recv.Load(), Cycles: c.Cycles.Load(),
 		Dropped: c.Dropped.Load(), LastReopen: c.LastReopen.Load(), Code1012: c.Code1012.Load(),
 		Code1013: c.Code1013.Load(), CodeOther: c.CodeOther.Load(), Status503: c.Status503.Load(),
+		WireSent: c.WireSent.Load(), WireRecv: c.WireRecv.Load(),
 	}
 }
 

@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"os"
@@ -144,5 +145,26 @@ func TestGenModes(t *testing.T) {
 	})
 	if v := be.Violations.Load(); v != 0 {
 		t.Fatalf("backend violations: %d, last %s", v, be.LastViolation())
+	}
+}
+
+func TestAppendJSONMessage(t *testing.T) {
+	now := time.Now().UnixNano()
+	p := AppendJSONMessage(nil, 42, now, 1024)
+	if len(p) != 1024 {
+		t.Fatalf("len %d, want 1024", len(p))
+	}
+	if ts, ok := stamp(p); !ok || ts != now {
+		t.Fatalf("stamp: %d %v, want %d", ts, ok, now)
+	}
+	if short := AppendJSONMessage(nil, 1, now, 4); len(short) < 20 {
+		t.Fatalf("a small size keeps the timestamp: %q", short)
+	}
+	z := (&loop{}).zc()
+	c := z.deflate(p)
+	t.Logf("1 KiB JSON message deflates to %d bytes", len(c))
+	back, err := z.inflate(c)
+	if err != nil || !bytes.Equal(back, p) {
+		t.Fatalf("round trip: %v", err)
 	}
 }

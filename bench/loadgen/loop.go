@@ -70,10 +70,11 @@ type loop struct {
 	drops    int64 // Drop requests handled
 	stopping bool
 	events   []unix.EpollEvent
-	rbuf     []byte // read buffer shared by the loop's connections
-	wbuf     []byte // frame scratch
-	req      []byte // upgrade request scratch
-	payload  []byte // message scratch
+	rbuf     []byte   // read buffer shared by the loop's connections
+	wbuf     []byte   // frame scratch
+	req      []byte   // upgrade request scratch
+	payload  []byte   // message scratch
+	z        *zclient // permessage-deflate (Config.Deflate)
 	sa       unix.SockaddrInet4
 	sources  []unix.SockaddrInet4
 
@@ -314,7 +315,11 @@ func (l *loop) event(c *conn, ev uint32) {
 		l.req = append(l.req, l.g.cfg.Host...)
 		l.req = append(l.req, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
 			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"+
-			"User-Agent: wsbench\r\n\r\n"...)
+			"User-Agent: wsbench\r\n"...)
+		if l.g.cfg.Deflate {
+			l.req = append(l.req, "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover; server_no_context_takeover\r\n"...)
+		}
+		l.req = append(l.req, "\r\n"...)
 		l.setOut(c, false)
 		if !l.write(c, l.req, now) {
 			return
@@ -334,10 +339,24 @@ func (l *loop) event(c *conn, ev uint32) {
 // sendMsg sends the next benchmark message; false means c is gone.
 func (l *loop) sendMsg(c *conn, now int64) bool {
 	c.seq++
-	l.payload = AppendMessage(l.payload[:0], c.seq, now, l.g.cfg.Size)
+	if l.g.cfg.JSON {
+		l.payload = AppendJSONMessage(l.payload[:0], c.seq, now, l.g.cfg.Size)
+	} else {
+		l.payload = AppendMessage(l.payload[:0], c.seq, now, l.g.cfg.Size)
+	}
 	c.sentAt = now
 	c.waiting++
 	l.ctr.Sent.Add(1)
+	if l.g.cfg.Deflate {
+		z := l.zc()
+		p := z.deflate(l.payload)
+		l.ctr.WireSent.Add(int64(len(p)))
+		mask := [4]byte{byte(l.rnd.Uint32()), 0x5a, byte(c.idx), byte(c.seq)}
+		l.wbuf = protocol.AppendClientFrame(l.wbuf[:0], ws.OpText, true, mask, p)
+		l.wbuf[0] |= 0x40 // RSV1: compressed
+		return l.write(c, l.wbuf, now)
+	}
+	l.ctr.WireSent.Add(int64(len(l.payload)))
 	return l.send(c, ws.OpText, l.payload, now)
 }
 

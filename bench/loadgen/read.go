@@ -184,6 +184,18 @@ func (l *loop) frames(c *conn, p []byte, now int64) (int, bool) {
 			ws.Cipher(payload, mask, 0)
 		}
 		used += hl + int(n)
+		if !op.IsControl() {
+			l.ctr.WireRecv.Add(n)
+		}
+		if q[0]&0x40 != 0 && l.g.cfg.Deflate && !op.IsControl() {
+			// A compressed message (the bridge sends whole ones).
+			var err error
+			if payload, err = l.zc().inflate(payload); err != nil {
+				l.ctr.Closed.Add(1)
+				l.fail(c, now, 0)
+				return 0, false
+			}
+		}
 		if !l.frame(c, op, fin, payload, now) {
 			return 0, false
 		}

@@ -123,6 +123,10 @@ func parseOptions(args, env []string) (*options, error) {
 	fs.IntVar(&e.MaxConns, "max-conns", 0, "WebSocket connections; above it upgrades get 503 and /readyz 503 (0 = no limit)")
 	e.MaxMessage = 1 << 20
 	fs.Var(byteSize{&e.MaxMessage}, "max-message", "largest message in `bytes` (KiB/MiB suffixes work); bigger closes with 1009")
+	fs.BoolVar(&e.Deflate, "deflate", false, "accept permessage-deflate (RFC 7692, no context takeover on either side): compressed client messages are inflated (over -max-message closes 1009), and messages to the client of -deflate-min bytes or more go compressed")
+	deflateMin := int64(256)
+	fs.Var(byteSize{&deflateMin}, "deflate-min", "with -deflate, messages to the client shorter than this many `bytes` go plain (0 = compress every one)")
+	fs.IntVar(&e.DeflateLevel, "deflate-level", 1, "with -deflate, compression level from 1 (fastest) to 9 (smallest)")
 	var maxOutbound int64
 	fs.Var(byteSize{&maxOutbound}, "max-outbound", "`bytes` buffered towards one slow client before it is closed with 1013 (0 = 2 × max-message + 64 KiB)")
 	// 30s keeps NAT and proxy mappings alive (most idle out at 60s or more)
@@ -195,6 +199,13 @@ func parseOptions(args, env []string) (*options, error) {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
 	}
 	e.MaxOutbound = int(maxOutbound)
+	e.DeflateMin = int(deflateMin)
+	if deflateMin < 0 {
+		errs = append(errs, errors.New("-deflate-min cannot be negative"))
+	}
+	if e.DeflateLevel < 1 || e.DeflateLevel > 9 {
+		errs = append(errs, errors.New("-deflate-level must be between 1 and 9"))
+	}
 	// Messages waiting behind a POST in flight, over all connections: 32
 	// per backend socket (~64 MiB of request state) before senders are
 	// paused (their bytes left unread until their POST finishes) instead of

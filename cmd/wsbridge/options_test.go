@@ -222,3 +222,25 @@ func TestOptionsCluster(t *testing.T) {
 		t.Fatal("-cluster with an http URL accepted")
 	}
 }
+
+func TestOptionsDeflate(t *testing.T) {
+	o, err := parseOptions(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireEqual(t, "deflate off by default", o.engine.Deflate, false)
+	requireEqual(t, "deflate-min", o.engine.DeflateMin, 256)
+	requireEqual(t, "deflate-level", o.engine.DeflateLevel, 1)
+	o, err = parseOptions([]string{"-deflate-level", "6"}, []string{"WSBRIDGE_DEFLATE=true", "WSBRIDGE_DEFLATE_MIN=1KiB"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireEqual(t, "deflate from env", o.engine.Deflate, true)
+	requireEqual(t, "deflate-min from env", o.engine.DeflateMin, 1024)
+	requireEqual(t, "deflate-level", o.engine.DeflateLevel, 6)
+	for _, args := range [][]string{{"-deflate-level", "0"}, {"-deflate-level", "10"}, {"-deflate-min", "-1"}} {
+		if _, err := parseOptions(args, nil); err == nil || !strings.Contains(err.Error(), args[0]) {
+			t.Errorf("%v: got %v, want an error naming %s", args, err, args[0])
+		}
+	}
+}

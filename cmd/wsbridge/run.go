@@ -175,7 +175,7 @@ func run(o *options) error {
 	log.Info("wsbridge listening",
 		zap.String("listen", srv.Addr()), zap.String("admin", adminLn.Addr().String()),
 		zap.String("backend", backend.Base()), zap.Int("loops", loops(o.engine.Loops)),
-		zap.Bool("reuseport", o.engine.ReusePort))
+		zap.Bool("reuseport", o.engine.ReusePort), zap.Bool("deflate", o.engine.Deflate))
 
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
