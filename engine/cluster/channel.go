@@ -22,9 +22,10 @@ import (
 // node is delivered locally and sent once on wsb.ch.<token>; NATS gives it
 // to the nodes that subscribe and only those (NoEcho: never back to the
 // sender). A node hands what it receives to engine.Server.Publish and never
-// sends it on. Each subscription has one nats.go goroutine calling its
-// handler, so a channel's messages from one node arrive, and are
-// published locally, in the order that node sent them.
+// sends it on. Every channel subscription feeds one Go channel read by one
+// goroutine (and presence another), so a node with many channels (user:<id>)
+// costs no goroutine per channel, and the messages from one node are
+// published locally in the order that node sent them.
 
 const (
 	chanPrefix     = "wsb.ch."
@@ -51,12 +52,25 @@ type chanBus struct {
 	mu   sync.Mutex
 	subs map[string][2]*nats.Subscription // channel → its message and presence subscriptions
 
+	msgs chan *nats.Msg // every channel's messages, in arrival order
+	pres chan *nats.Msg // presence requests
+
 	in, out prometheus.Counter
 }
 
+// chanQueue bounds the messages received and not yet handed to the engine
+// (Publish only queues them to the loops: this fills only if the process
+// is starved). Past it nats.go drops the message and reports a slow
+// consumer (logged by the ErrorHandler).
+const chanQueue = 1 << 16
+
 func (b *Bus) chans() *chanBus {
 	b.chOnce.Do(func() {
-		c := &chanBus{subs: make(map[string][2]*nats.Subscription)}
+		c := &chanBus{
+			subs: make(map[string][2]*nats.Subscription),
+			msgs: make(chan *nats.Msg, chanQueue),
+			pres: make(chan *nats.Msg, 1024),
+		}
 		msgs := prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wsbridge_cluster_channel_messages_total",
 			Help: "Channel messages over the bus, by direction (out: publishes sent to other nodes; in: other nodes' publishes delivered here).",
@@ -64,8 +78,24 @@ func (b *Bus) chans() *chanBus {
 		b.cfg.Registry.MustRegister(msgs)
 		c.in, c.out = msgs.WithLabelValues("in"), msgs.WithLabelValues("out")
 		b.ch = c
+		b.wg.Add(2)
+		go b.chanLoop(c.msgs, b.onChannelMsg)
+		go b.chanLoop(c.pres, b.onPresence)
 	})
 	return b.ch
+}
+
+// chanLoop hands each message of in to f, in order, until the bus closes.
+func (b *Bus) chanLoop(in chan *nats.Msg, f func(*nats.Msg)) {
+	defer b.wg.Done()
+	for {
+		select {
+		case m := <-in:
+			f(m)
+		case <-b.done:
+			return
+		}
+	}
 }
 
 // OnChannel is engine.Config.OnChannel: it subscribes ch's subjects when
@@ -91,23 +121,21 @@ func (b *Bus) OnChannel(ch string, active bool) {
 	if _, ok := c.subs[ch]; ok {
 		return
 	}
-	msg, err := b.nc.Subscribe(ChannelSubject(ch), func(m *nats.Msg) { b.onChannelMsg(ch, m) })
+	msg, err := b.nc.ChanSubscribe(ChannelSubject(ch), c.msgs)
 	if err != nil {
 		b.log.Warn("subscribe channel", zap.String("channel", ch), zap.Error(err))
 		return
 	}
-	// Effectively unbounded pending: a channel's messages are never dropped
-	// by the client for want of room (the engine bounds each subscriber).
-	_ = msg.SetPendingLimits(-1, -1)
-	pres, err := b.nc.Subscribe(PresenceSubject(ch), func(m *nats.Msg) { b.onPresence(ch, m) })
+	pres, err := b.nc.ChanSubscribe(PresenceSubject(ch), c.pres)
 	if err != nil {
 		b.log.Warn("subscribe channel presence", zap.String("channel", ch), zap.Error(err))
 	}
 	c.subs[ch] = [2]*nats.Subscription{msg, pres}
 }
 
-func (b *Bus) onChannelMsg(ch string, m *nats.Msg) {
-	if b.srv == nil {
+func (b *Bus) onChannelMsg(m *nats.Msg) {
+	ch, ok := ID(m.Subject[len(chanPrefix):])
+	if b.srv == nil || !ok {
 		return
 	}
 	b.chans().in.Inc()
@@ -174,8 +202,9 @@ type presenceAnswer struct {
 	IDs   []string `json:"ids"`
 }
 
-func (b *Bus) onPresence(ch string, m *nats.Msg) {
-	if b.srv == nil || m.Reply == "" {
+func (b *Bus) onPresence(m *nats.Msg) {
+	ch, ok := ID(m.Subject[len(presencePrefix):])
+	if b.srv == nil || m.Reply == "" || !ok {
 		return
 	}
 	limit, _ := strconv.Atoi(string(m.Data))
