@@ -235,3 +235,26 @@ func TestClusterChannelNATSDown(t *testing.T) {
 	}
 	onC.expectText("again")
 }
+
+// TestClusterChannelGoroutines: a node's channel subscriptions on the bus
+// cost no goroutine each (a channel per user is a common pattern): 500
+// channels joined, the node's goroutines grow by far less than 500.
+func TestClusterChannelGoroutines(t *testing.T) {
+	const chans = 500
+	nats := startNATS(t)
+	b := channelBackend(t)
+	na := startNode(t, nats, b.URL, "na", "-max-channels", strconv.Itoa(chans))
+	_ = rawUpgrade(t, na.ws, "many")
+	before := na.metric(t, "go_goroutines")
+	for i := range chans {
+		status, body, _ := na.adminDo(t, "PUT", "/channel/u:"+strconv.Itoa(i)+"/many", "")
+		requireEqual(t, "PUT ("+body+")", status, 200)
+	}
+	// Every channel's subscription is on the server: presence through
+	// another node finds the last one.
+	nb := startNode(t, nats, b.URL, "nb")
+	waitPresence(t, nb, "u:"+strconv.Itoa(chans-1), 1)
+	if after := na.metric(t, "go_goroutines"); after-before > chans/10 {
+		t.Fatalf("goroutines %v → %v for %d channels: want no goroutine per channel", before, after, chans)
+	}
+}
