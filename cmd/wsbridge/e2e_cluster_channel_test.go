@@ -223,7 +223,8 @@ func TestClusterChannelNATSDown(t *testing.T) {
 	waitClusterUp(t, na, 1)
 	waitClusterUp(t, nc, 1)
 	// The subscriptions are back on the server: presence through na sees
-	// nc's subscribers again, and nc's message subscription went first.
+	// nc's subscribers again. nc's answer follows all its re-sent SUBs on
+	// its connection, so the server has its message subscription too.
 	waitPresence(t, na, "news", 3)
 	publish(t, na, "news", "back")
 	onA.expectText("back")
