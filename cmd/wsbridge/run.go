@@ -122,6 +122,7 @@ func run(o *options) error {
 		}
 		defer bus.Close() // after the drain: every Drop is sent
 		o.engine.Bus = bus
+		o.engine.OnChannel = bus.OnChannel
 		log.Info("cluster", zap.String("node_id", o.nodeID), zap.String("nats", o.cluster), zap.Bool("up", bus.Up()))
 	}
 	srv, err := engine.New(o.engine, backend, metrics, log.Named("engine"))

@@ -93,7 +93,7 @@ func New(s *engine.Server, cfg Config) *fasthttp.Server {
 			return
 		}
 		if bytes.HasPrefix(path, pathChannel) {
-			channel(s, m, maxMessage, ctx, path[len(pathChannel):])
+			channel(s, channelRemote(cfg.Remote), m, maxMessage, ctx, path[len(pathChannel):])
 			return
 		}
 		id := path[1:]
@@ -222,7 +222,7 @@ func kick(s *engine.Server, r Remote, remote bool, ctx *fasthttp.RequestCtx, id 
 
 // channel serves /channel/<ch> (POST publish, GET presence) and
 // /channel/<ch>/<id> (PUT subscribe, DELETE unsubscribe).
-func channel(s *engine.Server, m *engine.Metrics, maxMessage int64, ctx *fasthttp.RequestCtx, rest []byte) {
+func channel(s *engine.Server, cr ChannelRemote, m *engine.Metrics, maxMessage int64, ctx *fasthttp.RequestCtx, rest []byte) {
 	ch, id, member := bytes.Cut(rest, []byte{'/'})
 	if !protocol.ValidChannel(ch) {
 		ctx.Error("invalid channel name\n", fasthttp.StatusBadRequest)
@@ -236,9 +236,9 @@ func channel(s *engine.Server, m *engine.Metrics, maxMessage int64, ctx *fasthtt
 		var status int
 		switch {
 		case ctx.IsPut():
-			status = s.Subscribe(id, string(ch))
+			status = chanMember(s, cr, id, string(ch), true)
 		case ctx.IsDelete():
-			status = s.Unsubscribe(id, string(ch))
+			status = chanMember(s, cr, id, string(ch), false)
 		default:
 			ctx.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
 			ctx.Response.Header.Set(fasthttp.HeaderAllow, "PUT, DELETE")
@@ -279,11 +279,15 @@ func channel(s *engine.Server, m *engine.Metrics, maxMessage int64, ctx *fasthtt
 			exclude = v
 		}
 		n := s.Publish(string(ch), body, binary, exclude)
+		down := cr != nil && !cr.PublishChannel(string(ch), body, binary, exclude)
 		ctx.SetStatusCode(fasthttp.StatusAccepted)
 		ctx.SetContentType("application/json")
 		var buf [48]byte
 		b := append(buf[:0], `{"subscribers":`...)
 		b = strconv.AppendInt(b, int64(n), 10)
+		if down {
+			b = append(b, `,"cluster":"down"`...) // the other nodes were not reached
+		}
 		ctx.SetBody(append(b, "}\n"...))
 	case ctx.IsGet():
 		limit := 1000
@@ -296,6 +300,15 @@ func channel(s *engine.Server, m *engine.Metrics, maxMessage int64, ctx *fasthtt
 			limit = n
 		}
 		count, ids := s.Channel(string(ch), limit)
+		if cr != nil {
+			n, more, err := cr.Presence(string(ch), limit)
+			if err != nil {
+				ctx.Error("unavailable: the other nodes could not be asked\n", fasthttp.StatusServiceUnavailable)
+				return
+			}
+			count += n
+			ids = mergeIDs(ids, more, limit)
+		}
 		b, _ := json.Marshal(struct {
 			Subscribers int      `json:"subscribers"`
 			IDs         []string `json:"ids"`

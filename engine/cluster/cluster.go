@@ -93,6 +93,9 @@ type Bus struct {
 	msgsIn  prometheus.Counter
 	msgsOut prometheus.Counter
 	reqDur  *prometheus.HistogramVec
+
+	chOnce sync.Once
+	ch     *chanBus // channels over the bus (channel.go)
 }
 
 type held struct {
@@ -145,6 +148,7 @@ func New(cfg Config) (*Bus, error) {
 		Help:    "Cross-node calls from this node, by operation, until answered (or timed out).",
 		Buckets: []float64{.0002, .0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 	}, []string{"op"})).(*prometheus.HistogramVec)
+	b.chans()
 
 	opts := []nats.Option{
 		nats.Name("wsbridge " + cfg.NodeID),
@@ -484,6 +488,8 @@ func (b *Bus) serve(m *nats.Msg) {
 			return
 		}
 		reply(200, []byte(info.ConnectionID))
+	case opSub, opUnsub:
+		b.serveMember(m, id, reply)
 	case opRelease:
 		stamp, _ := strconv.ParseInt(m.Header.Get(hStamp), 10, 64)
 		b.mu.Lock()
