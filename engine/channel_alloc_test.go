@@ -1,10 +1,8 @@
 package engine_test
 
 import (
-	"bytes"
 	"fmt"
 	"net/http"
-	"net/netip"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -102,42 +100,8 @@ func TestSubscribedConnMemory(t *testing.T) {
 		t.Skipf("RLIMIT_NOFILE %d leaves room for %d connections per batch, want 200", rl.Cur, n)
 	}
 	h := startEngine(t, engine.Config{}, startEchoBackend(t))
-	ap, err := netip.ParseAddrPort(h.srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sa := &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
-	var fds []int
-	t.Cleanup(func() {
-		for _, fd := range fds {
-			_ = unix.Close(fd)
-		}
-	})
-	resp := make([]byte, 512)
-	upgrade := func(id string) {
-		t.Helper()
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fds = append(fds, fd)
-		_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 10})
-		if err := unix.Connect(fd, sa); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := unix.Write(fd, []byte("GET /"+id+" HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")); err != nil {
-			t.Fatal(err)
-		}
-		got := 0
-		for !bytes.Contains(resp[:got], []byte("\r\n\r\n")) {
-			k, err := unix.Read(fd, resp[got:])
-			if err != nil || k == 0 {
-				t.Fatalf("upgrade %s: %d bytes, %v", id, k, err)
-			}
-			got += k
-		}
-	}
+	clients := newRawClients(t, h.srv.Addr())
+	upgrade := func(id string) { clients.upgrade(id, "") }
 	subscribe := func(id, ch string) {
 		t.Helper()
 		if st := h.srv.Subscribe([]byte(id), ch); st != http.StatusOK {

@@ -3,7 +3,6 @@ package engine_test
 import (
 	"bytes"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/exec"
 	"regexp"
@@ -47,52 +46,8 @@ func TestIdleConnMemory(t *testing.T) {
 		t.Skipf("RLIMIT_NOFILE %d leaves room for %d connections, want 200", rl.Cur, n)
 	}
 	h := startEngine(t, engine.Config{}, startEchoBackend(t))
-	ap, err := netip.ParseAddrPort(h.srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sa := &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
-	var fds []int
-	t.Cleanup(func() {
-		for _, fd := range fds {
-			_ = unix.Close(fd)
-		}
-	})
-	var req []byte
-	resp := make([]byte, 512)
-	upgrade := func(i int) {
-		t.Helper()
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fds = append(fds, fd)
-		// A bridge that does not answer fails the read instead of hanging.
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 10}); err != nil {
-			t.Fatal(err)
-		}
-		if err := unix.Connect(fd, sa); err != nil {
-			t.Fatal(err)
-		}
-		req = append(req[:0], "GET /idle-"...)
-		req = strconv.AppendInt(req, int64(i), 10)
-		req = append(req, " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"...)
-		if _, err := unix.Write(fd, req); err != nil {
-			t.Fatal(err)
-		}
-		got := 0
-		for !bytes.Contains(resp[:got], []byte("\r\n\r\n")) {
-			k, err := unix.Read(fd, resp[got:])
-			if err != nil || k == 0 {
-				t.Fatalf("upgrade %d: read: %d bytes, %v; got %q so far", i, k, err, resp[:got])
-			}
-			got += k
-		}
-		if !bytes.HasPrefix(resp[:got], []byte("HTTP/1.1 101 ")) {
-			t.Fatalf("upgrade %d: got %q, want a 101", i, resp[:got])
-		}
-	}
+	clients := newRawClients(t, h.srv.Addr())
+	upgrade := func(i int) { clients.upgrade("idle-"+strconv.Itoa(i), "") }
 
 	// First connections pay for what is made once: each loop's state,
 	// the backend connection, the metric series, the registry's maps.
@@ -204,16 +159,9 @@ func TestIdleHeapChild(t *testing.T) {
 // growth of the live heap per connection.
 func idleHeapPerConn(t *testing.T, deflate bool, n int) int64 {
 	h := startEngine(t, engine.Config{Deflate: deflate, DeflateMin: 1}, startEchoBackend(t))
-	ap, err := netip.ParseAddrPort(h.srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sa := &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
-	var fds []int
+	clients := newRawClients(t, h.srv.Addr())
 	defer func() {
-		for _, fd := range fds {
-			_ = unix.Close(fd)
-		}
+		clients.closeAll()
 		// Gone before the next measurement starts.
 		waitFor(t, 30*time.Second, func() error {
 			if c := h.srv.Connections(); c != 0 {
@@ -228,43 +176,16 @@ func idleHeapPerConn(t *testing.T, deflate bool, n int) int64 {
 		frame = protocol.AppendClientFrame(nil, ws.OpText, true, [4]byte{1, 2, 3, 4}, deflated(t, msg))
 		frame[0] |= 0x40
 	}
-	var req []byte
+	extra := ""
+	if deflate {
+		extra = deflateOfferHeader
+	}
 	resp := make([]byte, 4096)
 	upgrade := func(i int, exchange bool) {
 		t.Helper()
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fds = append(fds, fd)
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 10}); err != nil {
-			t.Fatal(err)
-		}
-		if err := unix.Connect(fd, sa); err != nil {
-			t.Fatal(err)
-		}
-		req = append(req[:0], "GET /idle-"...)
-		req = strconv.AppendInt(req, int64(i), 10)
-		req = append(req, " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"...)
-		if deflate {
-			req = append(req, deflateOfferHeader...)
-		}
-		req = append(req, "\r\n"...)
-		if _, err := unix.Write(fd, req); err != nil {
-			t.Fatal(err)
-		}
-		got := 0
-		for !bytes.Contains(resp[:got], []byte("\r\n\r\n")) {
-			k, err := unix.Read(fd, resp[got:])
-			if err != nil || k == 0 {
-				t.Fatalf("upgrade %d: read: %d bytes, %v", i, k, err)
-			}
-			got += k
-		}
-		if !bytes.HasPrefix(resp[:got], []byte("HTTP/1.1 101 ")) ||
-			deflate != bytes.Contains(resp[:got], []byte("permessage-deflate")) {
-			t.Fatalf("upgrade %d: got %q", i, resp[:got])
+		fd, head := clients.upgrade("idle-"+strconv.Itoa(i), extra)
+		if deflate != bytes.Contains(head, []byte("permessage-deflate")) {
+			t.Fatalf("upgrade %d: got %q", i, head)
 		}
 		if !exchange {
 			return
