@@ -28,6 +28,8 @@ done
 [[ $EUID -eq 0 ]] || { echo "batch.sh: needs root for the network namespace" >&2; exit 2; }
 cd "$(dirname "$0")/.."
 root=$PWD
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 out=${out:-$root/out/batch-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 bin=$root/bin
@@ -36,11 +38,8 @@ go build -o "$bin/wsbench" ./cmd/wsbench
 
 ns=wsbbat-$$
 if [[ -z ${WSB_IN_NS:-} ]]; then
-  ip netns add "$ns"
   trap 'ip netns delete "$ns" 2>/dev/null || true' EXIT
-  ip -n "$ns" link set lo up
-  ip netns exec "$ns" sysctl -q -w net.core.somaxconn=32768 net.ipv4.tcp_max_syn_backlog=32768 \
-    net.ipv4.ip_local_port_range="10240 65535" net.ipv4.tcp_fin_timeout=15 net.ipv4.tcp_tw_reuse=1
+  ns_up "$ns"
   args=(--out "$out")
   [[ -n $peer ]] && args+=(--peer "$peer")
   WSB_IN_NS=1 ip netns exec "$ns" "$0" "${args[@]}"
@@ -48,26 +47,6 @@ if [[ -z ${WSB_IN_NS:-} ]]; then
 fi
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 
-clk=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-wait_port() {
-  local i
-  for ((i = 0; i < 200; i++)); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "batch.sh: nothing listens on $1" >&2
-  return 1
-}
-stop() {
-  local pid
-  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "$@"; do
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-}
 metrics() { curl -s --max-time 2 "http://$1/metrics" 2>/dev/null || true; }
 # posts METRICS_FILE: POST requests (batches count one each) by any outcome.
 posts() { awk '/^wsbridge_backend_requests_total\{method="POST"/ {s += $2} END {print s + 0}' "$1"; }

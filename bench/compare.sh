@@ -48,6 +48,8 @@ done
 [[ $EUID -eq 0 ]] || { echo "compare.sh: needs root for the network namespace" >&2; exit 2; }
 cd "$(dirname "$0")/.."
 root=$PWD
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 out=${out:-$root/out/compare-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 make -s build
@@ -55,14 +57,8 @@ bin=$root/bin
 
 ns=wsbcmp-$$
 if [[ -z ${WSB_IN_NS:-} ]]; then
-  ip netns add "$ns"
   trap 'ip netns delete "$ns" 2>/dev/null || true' EXIT
-  ip -n "$ns" link set lo up
-  # A new namespace starts with the kernel's defaults for its own network
-  # settings: give it what sysctl/tune applies for 250,000 connections, so
-  # every run sees a host tuned as the README says.
-  ip netns exec "$ns" sysctl -q -w net.core.somaxconn=32768 net.ipv4.tcp_max_syn_backlog=32768 \
-    net.ipv4.ip_local_port_range="10240 65535" net.ipv4.tcp_fin_timeout=15 net.ipv4.tcp_tw_reuse=1
+  ns_up "$ns"
   args=(--out "$out")
   [[ -n $peer ]] && args+=(--peer "$peer")
   ((ramp)) && args+=(--ramp)
@@ -82,30 +78,6 @@ trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
   echo "commit:  $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
   echo "nofile:  $(ulimit -n) per process"
 } | tee "$out/machine.txt"
-
-clk=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-rss_bytes() { awk '/VmRSS/ {print $2 * 1024}' "/proc/$1/status"; }
-
-wait_port() {
-  local port=$1 i
-  for ((i = 0; i < 200; i++)); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "compare.sh: nothing listens on $port" >&2
-  return 1
-}
-
-stop() {
-  local pid
-  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "$@"; do
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-}
 
 wsbench() { "$bin/wsbench" "$@" -quiet -json; }
 
