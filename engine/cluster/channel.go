@@ -226,22 +226,11 @@ func (b *Bus) Presence(ch string, limit int) (count int, ids []string, err error
 	}
 	start := time.Now()
 	defer func() { b.reqDur.WithLabelValues("presence").Observe(time.Since(start).Seconds()) }()
-	in := make(chan *nats.Msg, 256)
-	b.mu.Lock()
-	b.seq++
-	tok := strconv.FormatUint(b.seq, 36)
-	b.pending[tok] = in
-	b.mu.Unlock()
-	defer func() {
-		b.mu.Lock()
-		delete(b.pending, tok)
-		b.mu.Unlock()
-	}()
-	m := &nats.Msg{Subject: PresenceSubject(ch), Reply: b.inbox + "." + tok, Data: strconv.AppendInt(nil, int64(limit), 10)}
-	if err := b.nc.PublishMsg(m); err != nil {
+	in, forget, err := b.ask(PresenceSubject(ch), nil, strconv.AppendInt(nil, int64(limit), 10), 256)
+	if err != nil {
 		return 0, nil, fmt.Errorf("cluster: presence %s: %w", ch, err)
 	}
-	b.msgsOut.Inc()
+	defer forget()
 	timeout := time.NewTimer(b.cfg.Timeout)
 	defer timeout.Stop()
 	var stall *time.Timer

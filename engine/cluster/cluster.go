@@ -353,6 +353,29 @@ var errDown = errors.New("cluster: bus not connected")
 // errTimeout is a call no node answered in time.
 var errTimeout = errors.New("cluster: no answer in time")
 
+// ask publishes a request on subject with a reply subject of its own and
+// returns the channel its answers arrive on (buffered to buf; onReply
+// fills it) and forget, which the caller defers to stop taking them.
+func (b *Bus) ask(subject string, h nats.Header, data []byte, buf int) (<-chan *nats.Msg, func(), error) {
+	in := make(chan *nats.Msg, buf)
+	b.mu.Lock()
+	b.seq++
+	tok := strconv.FormatUint(b.seq, 36)
+	b.pending[tok] = in
+	b.mu.Unlock()
+	forget := func() {
+		b.mu.Lock()
+		delete(b.pending, tok)
+		b.mu.Unlock()
+	}
+	if err := b.nc.PublishMsg(&nats.Msg{Subject: subject, Reply: b.inbox + "." + tok, Header: h, Data: data}); err != nil {
+		forget()
+		return nil, nil, err
+	}
+	b.msgsOut.Inc()
+	return in, forget, nil
+}
+
 // call sends one request for id and returns the best answer's status and
 // body. err is errDown or errTimeout: the caller answers 503 (never 404).
 // No responders is status 404 (push, kick, info) or 1 (release): nobody
@@ -363,22 +386,11 @@ func (b *Bus) call(op, id string, h nats.Header, data []byte) (status int, body 
 	}
 	start := time.Now()
 	defer func() { b.reqDur.WithLabelValues(op).Observe(time.Since(start).Seconds()) }()
-	ch := make(chan *nats.Msg, 4)
-	b.mu.Lock()
-	b.seq++
-	tok := strconv.FormatUint(b.seq, 36)
-	b.pending[tok] = ch
-	b.mu.Unlock()
-	defer func() {
-		b.mu.Lock()
-		delete(b.pending, tok)
-		b.mu.Unlock()
-	}()
-	m := &nats.Msg{Subject: Subject(id), Reply: b.inbox + "." + tok, Header: h, Data: data}
-	if err := b.nc.PublishMsg(m); err != nil {
+	ch, forget, err := b.ask(Subject(id), h, data, 4)
+	if err != nil {
 		return 0, nil, fmt.Errorf("cluster: %s %s: %w", op, id, err)
 	}
-	b.msgsOut.Inc()
+	defer forget()
 	// A decisive answer ends the call at once; the other kind waits Grace
 	// for a decisive one from another node. Push, kick, info and holder:
 	// anything but 404 (the node holding it answered). Release: 0 (a node
