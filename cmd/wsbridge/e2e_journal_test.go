@@ -226,14 +226,7 @@ func TestJournalReconnectWaitsForOrphan(t *testing.T) {
 	if resp.StatusCode != 101 {
 		t.Fatalf("reconnect: got %d %q, want 101", resp.StatusCode, body)
 	}
-	calls := b.Calls("jr-7")
-	if len(calls) != 3 || calls[0].Method != "GET" || calls[1].Method != "DELETE" || calls[2].Method != "GET" {
-		var got []string
-		for _, c := range calls {
-			got = append(got, c.Method+" "+c.ConnID)
-		}
-		t.Fatalf("jr-7's calls: %v, want GET, DELETE (orphan), GET", got)
-	}
+	calls := orphanThenGET(t, b, "jr-7")
 	requireEqual(t, "orphan DELETE's connection", calls[1].ConnID, calls[0].ConnID)
 }
 
@@ -456,15 +449,26 @@ func TestJournalReconnectJumpsTheReplay(t *testing.T) {
 	if resp.StatusCode != 101 {
 		t.Fatalf("reconnect behind a held replay: got %d %q, want 101", resp.StatusCode, body)
 	}
-	calls := b.Calls("jj-250")
-	if len(calls) != 3 || calls[1].Method != "DELETE" || calls[1].CloseCode != "1006" || calls[2].Method != "GET" {
-		var got []string
-		for _, c := range calls {
-			got = append(got, c.Method+" "+c.ConnID)
-		}
-		t.Fatalf("jj-250's calls: %v, want GET, DELETE (orphan), GET", got)
+	if calls := orphanThenGET(t, b, "jj-250"); calls[1].CloseCode != "1006" {
+		t.Fatalf("jj-250's orphan DELETE: close code %q, want 1006", calls[1].CloseCode)
 	}
 	if got := b.Deletes.Load(); got > 10 {
 		t.Errorf("%d DELETEs answered before the reconnect's 101; the others should still be held", got)
 	}
+}
+
+// orphanThenGET returns id's calls at the backend and fails the test
+// unless they are the lost connection's GET, its orphan DELETE and the
+// reconnect's GET.
+func orphanThenGET(t testing.TB, b *backend.Backend, id string) []backend.Call {
+	t.Helper()
+	calls := b.Calls(id)
+	if len(calls) != 3 || calls[0].Method != "GET" || calls[1].Method != "DELETE" || calls[2].Method != "GET" {
+		var got []string
+		for _, c := range calls {
+			got = append(got, c.Method+" "+c.ConnID)
+		}
+		t.Fatalf("%s's calls: %v, want GET, DELETE (orphan), GET", id, got)
+	}
+	return calls
 }
