@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -33,7 +34,7 @@ type Config struct {
 	URL      string // ws://host:port of the bridge; ClientIds are appended
 	IDPrefix string // ClientId prefix
 	Backend  string // start the mock backend on this address; "none" = do not
-	Admin    string // bridge admin host:port (push, storm metrics, density)
+	Admin    string // bridge admin host:port (push, storm metrics, density); fanout: a comma-separated list, one per bridge
 
 	Conns    int           // connections (ramp, throughput, push, storm, density) or slots (handshake)
 	Ramp     time.Duration // ramp: open Conns over this
@@ -68,7 +69,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.URL, "url", "ws://127.0.0.1:7001", "bridge WebSocket `URL`; the ClientId (prefix + index) is appended")
 	fs.StringVar(&c.IDPrefix, "prefix", "b", "ClientId prefix")
 	fs.StringVar(&c.Backend, "backend", "none", "start the mock backend in-process on this `address` (e.g. 127.0.0.1:8000), or none")
-	fs.StringVar(&c.Admin, "admin", "127.0.0.1:7002", "bridge admin `address` (push API, /metrics)")
+	fs.StringVar(&c.Admin, "admin", "127.0.0.1:7002", "bridge admin `address` (push API, /metrics); fanout: a comma-separated list, one per bridge (publishes go to the first, bridge CPU is summed over all)")
 	fs.IntVar(&c.Conns, "conns", 0, "connections (handshake: connects in flight); 0 = the scenario's default")
 	fs.DurationVar(&c.Ramp, "ramp", 60*time.Second, "ramp: open -conns over this long")
 	fs.Float64Var(&c.Rate, "rate", 0, "ramp: connections per second (overrides -ramp); push: pushes per second (0 = as fast as possible); fanout: messages to all per second (0 = 10)")
@@ -125,6 +126,11 @@ func (c *Config) defaults() error {
 	if c.Size < 0 {
 		c.Size = 0
 	}
+	if admins := c.admins(); len(admins) > 1 && c.Scenario != Fanout {
+		return fmt.Errorf("bench: -admin %q: several addresses only for fanout", c.Admin)
+	} else if slices.Contains(admins, "") {
+		return fmt.Errorf("bench: -admin %q: an empty address in the list", c.Admin)
+	}
 	if c.Scenario != Density {
 		u, err := url.Parse(c.URL)
 		if err != nil || u.Scheme != "ws" {
@@ -135,6 +141,18 @@ func (c *Config) defaults() error {
 		}
 	}
 	return nil
+}
+
+// admins lists -admin's addresses (fanout takes one per bridge).
+func (c *Config) admins() []string {
+	if c.Admin == "" {
+		return nil
+	}
+	out := strings.Split(c.Admin, ",")
+	for i := range out {
+		out[i] = strings.TrimSpace(out[i])
+	}
+	return out
 }
 
 // target is the bridge's address from -url.
@@ -167,6 +185,7 @@ examples:
   wsbench push -backend 127.0.0.1:8000 -admin 127.0.0.1:7002 -conns 5000 -duration 10s
   wsbench density -conns 15000
   wsbench fanout -backend 127.0.0.1:8000 -admin 127.0.0.1:7002 -conns 10000 -rate 20 -duration 10s [-fanout-push]
+  wsbench fanout -backend 127.0.0.1:8000 -admin 127.0.0.1:7201,127.0.0.1:7202 -conns 30000 -procs 2 -rate 1  (clustered bridges)
 
 flags:
 `

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -21,11 +22,12 @@ const FanoutChannel = "fan"
 // connection, -rate times a second, either published once to a channel or
 // (-fanout-push) pushed to each connection through the admin API.
 type FanoutResult struct {
-	Mode          string  `json:"mode"` // "channel" or "push"
+	Mode          string  `json:"mode"`    // "channel" or "push"
+	Bridges       int     `json:"bridges"` // -admin addresses: bridge CPU is their sum
 	Messages      int     `json:"messages"`
 	Complete      int     `json:"complete"` // messages every connection got
 	Deliveries    int64   `json:"deliveries"`
-	CPU           float64 `json:"bridge_cpu_s"`
+	CPU           float64 `json:"bridge_cpu_s"` // summed over the bridges
 	DeliveriesCPU float64 `json:"deliveries_per_cpu_sec"`
 	// Last is publish (or first push) to the last connection's receipt, per message.
 	Last Latency `json:"last_delivery_ms"`
@@ -33,10 +35,18 @@ type FanoutResult struct {
 
 // fanout holds Conns connections subscribed to FanoutChannel and sends one
 // message to all of them -rate times a second (default 10) for -duration.
+// The connections may be spread over worker processes (-procs) and over
+// several bridges of one cluster (-admin a1,a2,...; -url is then a port
+// they share with -reuseport): messages go to the first admin address and
+// reach the other bridges' subscribers through the cluster.
 func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	cfg := r.cfg
 	if r.be == nil {
 		return nil, fmt.Errorf("bench: fanout needs the in-process mock backend (-backend addr): its GET subscribes")
+	}
+	admins := cfg.admins()
+	if len(admins) == 0 {
+		return nil, fmt.Errorf("bench: fanout needs -admin")
 	}
 	rate := cfg.Rate
 	if rate <= 0 {
@@ -47,29 +57,24 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	if n <= 0 || n >= track {
 		return nil, fmt.Errorf("bench: fanout: %d messages (rate × duration) must be 1…%d", n, track-1)
 	}
-	var gen *loadgen.Gen
 	if err := r.launch(loadgen.Hold, cfg.Conns, func(c *loadgen.Config) {
 		c.Query = "subscribe=" + FanoutChannel
 		c.Track = track
 	}); err != nil {
 		return nil, err
 	}
-	lf, ok := r.f.(localFleet)
-	if !ok {
-		_ = r.end(r.newResult())
-		return nil, fmt.Errorf("bench: fanout runs in one process (-procs 1, at most %d connections)", PerProcess-2000)
-	}
-	gen = lf.g
 	res := r.newResult()
 	if err := r.allHeld(ctx, cfg.Conns); err != nil {
 		_ = r.end(res)
 		return res, err
 	}
-	fr := &FanoutResult{Mode: "channel", Messages: n}
+	fr := &FanoutResult{Mode: "channel", Messages: n, Bridges: len(admins)}
 	if cfg.FanoutPush {
 		fr.Mode = "push"
 	}
-	hc := &fasthttp.HostClient{Addr: cfg.Admin, MaxConns: max(cfg.Inflight, 32), MaxConnWaitTimeout: 10 * time.Second,
+	// Pushes too go to the first bridge: it forwards those for clients on
+	// other nodes through the cluster.
+	hc := &fasthttp.HostClient{Addr: admins[0], MaxConns: max(cfg.Inflight, 32), MaxConnWaitTimeout: 10 * time.Second,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
 	send := func(seq uint32, now int64) error {
 		body := loadgen.AppendMessage(nil, seq, now, cfg.Size)
@@ -110,10 +115,14 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 		return res, err
 	}
 	r.until(ctx, time.Now().Add(30*time.Second), func(loadgen.Totals) bool {
-		got, _ := gen.SeqStats(track - 1)
+		got, _ := r.f.seqStats(track - 1)
 		return got >= int64(cfg.Conns)
 	})
-	cpu0, _ := scrapeFloat(cfg.Admin, "process_cpu_seconds_total")
+	cpu0, err := bridgesCPU(admins)
+	if err != nil {
+		_ = r.end(res)
+		return res, err
+	}
 	recv0 := r.poll().Recv
 	sentAt := make([]int64, n)
 	t0 := time.Now()
@@ -134,23 +143,26 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	}
 	want := int64(n) * int64(cfg.Conns)
 	r.until(ctx, time.Now().Add(60*time.Second), func(t loadgen.Totals) bool { return t.Recv-recv0 >= want })
-	cpu1, _ := scrapeFloat(cfg.Admin, "process_cpu_seconds_total")
+	cpu1, cpuErr := bridgesCPU(admins)
 	res.Seconds = time.Since(t0).Seconds()
 	fr.Deliveries = r.cur.Recv - recv0
-	fr.CPU = cpu1 - cpu0
+	if cpuErr == nil {
+		fr.CPU = cpu1 - cpu0
+	}
 	if fr.CPU > 0 {
 		fr.DeliveriesCPU = float64(fr.Deliveries) / fr.CPU
 	}
+	err = errors.Join(r.end(res), cpuErr)
+	// After end: the workers' last reports carry every delivery's count.
 	var last []float64
 	for i := range n {
-		got, at := gen.SeqStats(uint32(i))
+		got, at := r.f.seqStats(uint32(i))
 		if got >= int64(cfg.Conns) {
 			fr.Complete++
 			last = append(last, float64(at-sentAt[i])/1e6)
 		}
 	}
 	fr.Last = percentiles(last)
-	err := r.end(res)
 	res.Fanout = fr
 	res.MsgsPerSec = float64(fr.Deliveries) / res.Seconds
 	if sendErr != nil {
@@ -176,6 +188,20 @@ func adminPost(hc *fasthttp.HostClient, path string, body []byte, status int) er
 		return fmt.Errorf("POST %s: status %d: %s", path, resp.StatusCode(), resp.Body())
 	}
 	return nil
+}
+
+// bridgesCPU sums process_cpu_seconds_total over the bridges' admin APIs;
+// any that does not answer is an error (a missing bridge is not 0 s).
+func bridgesCPU(admins []string) (float64, error) {
+	var sum float64
+	for _, a := range admins {
+		v, ok := scrapeFloat(a, "process_cpu_seconds_total")
+		if !ok {
+			return 0, fmt.Errorf("bench: fanout: no process_cpu_seconds_total from http://%s/metrics", a)
+		}
+		sum += v
+	}
+	return sum, nil
 }
 
 // scrapeFloat reads one series' value from the admin API's /metrics.

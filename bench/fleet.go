@@ -23,6 +23,9 @@ type fleet interface {
 	quiesce()
 	drop()
 	stop(wait time.Duration) error
+	// seqStats is loadgen.Gen.SeqStats over the whole fleet: deliveries of
+	// message seq summed, the latest delivery's unix ns (one clock).
+	seqStats(seq uint32) (n, last int64)
 }
 
 // localFleet runs the generator in this process.
@@ -35,6 +38,9 @@ func (f localFleet) collect(lat, hs *loadgen.Snapshot) loadgen.Totals {
 func (f localFleet) quiesce()                      { f.g.Quiesce() }
 func (f localFleet) drop()                         { f.g.Drop() }
 func (f localFleet) stop(wait time.Duration) error { return f.g.Stop(wait) }
+func (f localFleet) seqStats(seq uint32) (n, last int64) {
+	return f.g.SeqStats(seq)
+}
 
 // WorkerArg is the hidden first argument that makes wsbench a worker
 // process: `wsbench -wsbench-worker '<loadgen.Config as JSON>'`.
@@ -49,6 +55,10 @@ type report struct {
 	HMax int64          `json:"hmax,omitempty"`
 	Done bool           `json:"done,omitempty"`
 	Err  string         `json:"err,omitempty"`
+	// Seq (Config.Track > 0): [seq, deliveries, unix ns of the last] for
+	// each sequence number whose count changed since the last report;
+	// the counts are totals, not increments.
+	Seq [][3]int64 `json:"seq,omitempty"`
 }
 
 const reportEvery = 250 * time.Millisecond
@@ -75,11 +85,21 @@ func Worker(cfgJSON string, stdin io.Reader, stdout io.Writer) error {
 	}()
 	enc := json.NewEncoder(stdout)
 	var lat, hs loadgen.Snapshot
+	var seqSent []int64 // per sequence number, the count last reported
+	if cfg.Track > 0 {
+		seqSent = make([]int64, cfg.Track)
+	}
 	send := func(done bool, err error) error {
 		lat.Reset()
 		hs.Reset()
 		g.DrainLatency(&lat, &hs)
 		r := report{T: g.Totals(), Lat: lat.Sparse(), LMax: lat.Max, HS: hs.Sparse(), HMax: hs.Max, Done: done}
+		for i := range seqSent {
+			if n, last := g.SeqStats(uint32(i)); n != seqSent[i] {
+				r.Seq = append(r.Seq, [3]int64{int64(i), n, last})
+				seqSent[i] = n
+			}
+		}
 		if err != nil {
 			r.Err = err.Error()
 		}
@@ -128,6 +148,8 @@ type workerProc struct {
 	hs    loadgen.Snapshot
 	done  chan struct{}
 	err   error
+	// Per sequence number (Config.Track), from the reports' Seq.
+	seqN, seqLast []int64
 }
 
 // startWorkers re-executes exe once per config.
@@ -139,6 +161,9 @@ func startWorkers(exe string, cfgs []loadgen.Config) (*procFleet, error) {
 			return nil, err
 		}
 		w := &workerProc{cmd: exec.Command(exe, WorkerArg, string(b)), done: make(chan struct{})}
+		if cfg.Track > 0 {
+			w.seqN, w.seqLast = make([]int64, cfg.Track), make([]int64, cfg.Track)
+		}
 		w.cmd.Stderr = os.Stderr
 		w.stdin, err = w.cmd.StdinPipe()
 		if err != nil {
@@ -171,6 +196,11 @@ func (f *procFleet) read(w *workerProc, out io.Reader) {
 		w.last = r.T
 		w.lat.AddSparse(r.Lat, r.LMax)
 		w.hs.AddSparse(r.HS, r.HMax)
+		for _, s := range r.Seq {
+			if s[0] >= 0 && s[0] < int64(len(w.seqN)) {
+				w.seqN[s[0]], w.seqLast[s[0]] = s[1], s[2]
+			}
+		}
 		if r.Err != "" {
 			w.err = errors.New(r.Err)
 		}
@@ -197,6 +227,20 @@ func (f *procFleet) collect(lat, hs *loadgen.Snapshot) loadgen.Totals {
 		w.hs.Reset()
 	}
 	return t
+}
+
+func (f *procFleet) seqStats(seq uint32) (n, last int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, w := range f.procs {
+		if len(w.seqN) == 0 {
+			continue
+		}
+		i := uint64(seq) % uint64(len(w.seqN))
+		n += w.seqN[i]
+		last = max(last, w.seqLast[i])
+	}
+	return n, last
 }
 
 func (f *procFleet) tell(cmd string) {

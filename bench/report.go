@@ -152,8 +152,8 @@ func WriteTable(w io.Writer, r *Result) {
 		row("backend violations", "%d", r.Violations)
 	}
 	if f := r.Fanout; f != nil {
-		row("fan-out", "%s: %d messages to %d conns, %d complete; %d deliveries, %.2f bridge CPU-s: %.0f deliveries per CPU-second",
-			f.Mode, f.Messages, r.Conns, f.Complete, f.Deliveries, f.CPU, f.DeliveriesCPU)
+		row("fan-out", "%s: %d messages to %d conns on %d bridge(s), %d complete; %d deliveries, %.2f bridge CPU-s: %.0f deliveries per CPU-second",
+			f.Mode, f.Messages, r.Conns, f.Bridges, f.Complete, f.Deliveries, f.CPU, f.DeliveriesCPU)
 		row("to the last", "p50 %.2f  p90 %.2f  p99 %.2f  max %.2f ms  (n=%d)", f.Last.P50, f.Last.P90, f.Last.P99, f.Last.Max, f.Last.N)
 	}
 	if d := r.Density; d != nil {
