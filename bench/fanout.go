@@ -60,6 +60,9 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	if err := r.launch(loadgen.Hold, cfg.Conns, func(c *loadgen.Config) {
 		c.Query = "subscribe=" + FanoutChannel
 		c.Track = track
+		// A connect burst meets the bridges' admission control (503 past
+		// -max-pending-upgrades): retry with backoff as a client would.
+		c.Reconnect = true
 	}); err != nil {
 		return nil, err
 	}

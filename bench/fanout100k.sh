@@ -14,7 +14,10 @@
 # worker processes), RATE (0.2 messages a second), DURATION (30s),
 # BRIDGE_ARGS (extra wsbridge flags), WSBENCH_ARGS (extra wsbench flags,
 # e.g. -fanout-push or -json), BIN (where to build, default bin/). Needs nats-server (apt-get install
-# nats-server) and curl; plain 127.0.0.1, no root. Everything started is
+# nats-server) and curl; plain 127.0.0.1, no root. The connect burst
+# meets each bridge's -max-pending-upgrades (half of -backend-max-conns):
+# those upgrades get 503 and are retried with backoff, so "errors" counts
+# them (refused, 503) while all connections are held in the end. Everything started is
 # stopped on exit; the bridges' and nats-server's logs are kept in a
 # temporary directory whose name is printed.
 set -euo pipefail
