@@ -93,6 +93,26 @@ func TestFanout(t *testing.T) {
 	checkFanout(t, res, 200, 1)
 }
 
+// TestFanoutAdmission: upgrades the bridge refuses (503 past
+// -max-pending-upgrades, as in the connect burst of a big run) are retried
+// and the run goes on with every connection.
+func TestFanoutAdmission(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts wsbridge and runs load")
+	}
+	beAddr := freeAddr(t)
+	p := bridgetest.Start(t, bridgeBin, "http://"+beAddr+"/", "-max-pending-upgrades", "8")
+	res := run(t, &Config{Scenario: Fanout, URL: "ws://" + p.Listen, Admin: p.Admin, Backend: beAddr,
+		IDPrefix: "fanadm", Conns: 200, Rate: 5, Duration: 2 * time.Second, Size: 64, Sources: 8, Procs: 1,
+		Timeout: 10 * time.Second, BackoffBase: 100 * time.Millisecond, BackoffMax: time.Second})
+	if res.Closes["503"] == 0 {
+		t.Fatalf("closes: got %v, want some 503 (admission)", res.Closes)
+	}
+	requireEqual(t, "held at end", res.Held, 200)
+	res.Errors -= res.Closes["503"] // refused, then retried
+	checkFanout(t, res, 200, 1)
+}
+
 // TestFanoutCluster: two worker processes, two bridges sharing one port
 // (-reuseport) joined over a real nats-server; the messages are published
 // to the first bridge only and reach the second one's subscribers through
