@@ -32,6 +32,23 @@
 //   - density: starts a mock backend and a wsbridge, holds Conns idle
 //     connections and reports the bridge's RSS and heap per connection, then
 //     messages per bridge CPU-second in a closed-loop run.
+//   - fanout: Conns clients subscribed to one channel (the mock backend's
+//     GET answers Wsbridge-Subscribe); one message to all of them -rate
+//     times a second (a fraction is fine: -rate 0.2), published once to
+//     POST /channel/fan, or (-fanout-push) pushed to each; messages that
+//     reached every connection, deliveries per bridge CPU-second, and
+//     publish-to-last-delivery percentiles.
+//
+// Fan-out past one process: -procs spreads the subscribers over worker
+// processes, whose reports carry each message's delivery count and last
+// delivery time (all share one clock), summed and maxed by the parent.
+// -admin takes a comma-separated list, one address per bridge, for a
+// cluster of bridges that share -url's port (-reuseport) and a NATS bus
+// (-cluster): messages and pushes go to the first address and reach the
+// other nodes' clients through the cluster; the bridge CPU is the sum of
+// every listed bridge's process_cpu_seconds_total, and one that does not
+// answer fails the run. bench/fanout100k.sh sets this up for 100,000
+// subscribers (6 bridges, 6 workers, a nats-server).
 //
 // Messages are "<seq> <unix ns> <padding>": the mock backend
 // (bench/backend, with Sequenced) checks per-connection order and the
