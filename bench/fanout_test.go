@@ -136,17 +136,30 @@ func TestFanoutCluster(t *testing.T) {
 		bridges = append(bridges, p)
 	}
 	const conns = 300
-	res := run(t, &Config{Scenario: Fanout, URL: "ws://" + listen, Admin: bridges[0].Admin + "," + bridges[1].Admin,
-		Backend: beAddr, IDPrefix: "fanmp", Conns: conns, Rate: 5, Duration: 2 * time.Second, Size: 64, Sources: 16,
-		Procs: 2, Timeout: 10 * time.Second})
-	requireEqual(t, "procs", res.Procs, 2)
-	checkFanout(t, res, conns, 2)
-	// The kernel spread the subscribers: both bridges delivered, the
-	// second only what came to it through the cluster.
-	for i, p := range bridges {
-		if v, ok := scrapeSum(p.Admin, "wsbridge_channel_deliveries_total"); !ok || v == 0 {
-			t.Fatalf("bridge %d: wsbridge_channel_deliveries_total %d (%v), want > 0", i+1, v, ok)
-		}
+	for _, push := range []bool{false, true} {
+		name := map[bool]string{false: "channel", true: "push"}[push]
+		t.Run(name, func(t *testing.T) {
+			var before [2]int64
+			for i, p := range bridges {
+				before[i], _ = scrapeSum(p.Admin, "wsbridge_channel_deliveries_total")
+			}
+			res := run(t, &Config{Scenario: Fanout, URL: "ws://" + listen, Admin: bridges[0].Admin + "," + bridges[1].Admin,
+				Backend: beAddr, IDPrefix: "fanmp-" + name + "-", Conns: conns, Rate: 5, Duration: 2 * time.Second, Size: 64,
+				Sources: 16, Procs: 2, Timeout: 10 * time.Second, FanoutPush: push})
+			requireEqual(t, "procs", res.Procs, 2)
+			requireEqual(t, "mode", res.Fanout.Mode, name)
+			checkFanout(t, res, conns, 2)
+			if push {
+				return // pushes to the second bridge's clients went through the cluster
+			}
+			// The kernel spread the subscribers: both bridges delivered, the
+			// second only what came to it through the cluster.
+			for i, p := range bridges {
+				if v, ok := scrapeSum(p.Admin, "wsbridge_channel_deliveries_total"); !ok || v == before[i] {
+					t.Fatalf("bridge %d: wsbridge_channel_deliveries_total %d (%v), want > %d", i+1, v, ok, before[i])
+				}
+			}
+		})
 	}
 }
 

@@ -90,16 +90,20 @@ func Worker(cfgJSON string, stdin io.Reader, stdout io.Writer) error {
 		seqSent = make([]int64, cfg.Track)
 	}
 	send := func(done bool, err error) error {
-		lat.Reset()
-		hs.Reset()
-		g.DrainLatency(&lat, &hs)
-		r := report{T: g.Totals(), Lat: lat.Sparse(), LMax: lat.Max, HS: hs.Sparse(), HMax: hs.Max, Done: done}
+		var r report
+		// Sequence numbers before the totals: a delivery is counted in
+		// Recv before it is tracked, so the totals of a report include
+		// every delivery its Seq does.
 		for i := range seqSent {
 			if n, last := g.SeqStats(uint32(i)); n != seqSent[i] {
 				r.Seq = append(r.Seq, [3]int64{int64(i), n, last})
 				seqSent[i] = n
 			}
 		}
+		lat.Reset()
+		hs.Reset()
+		g.DrainLatency(&lat, &hs)
+		r.T, r.Lat, r.LMax, r.HS, r.HMax, r.Done = g.Totals(), lat.Sparse(), lat.Max, hs.Sparse(), hs.Max, done
 		if err != nil {
 			r.Err = err.Error()
 		}
