@@ -181,3 +181,26 @@ func TestFanoutAdmins(t *testing.T) {
 		t.Fatal("bridgesCPU of a dead address: want an error")
 	}
 }
+
+// TestProcFleetSeqStats: the parent merges the workers' Seq entries
+// (totals, not increments): counts summed, the latest time kept.
+func TestProcFleetSeqStats(t *testing.T) {
+	f := &procFleet{}
+	lines := []string{
+		`{"t":{},"seq":[[1,5,100],[7,1,50]]}` + "\n" + `{"t":{},"seq":[[1,9,180]]}` + "\n",
+		`{"t":{},"seq":[[1,4,150],[9,1,1]]}` + "\n",
+	}
+	for _, l := range lines {
+		w := &workerProc{cmd: exec.Command("true"), done: make(chan struct{}), seqN: make([]int64, 8), seqLast: make([]int64, 8)}
+		f.procs = append(f.procs, w)
+		f.read(w, strings.NewReader(l)) // 9 is out of range: ignored
+	}
+	n, last := f.seqStats(1)
+	requireEqual(t, "seq 1 count", n, 13)
+	requireEqual(t, "seq 1 last", last, 180)
+	n, last = f.seqStats(7)
+	requireEqual(t, "seq 7 count", n, 1)
+	requireEqual(t, "seq 7 last", last, 50)
+	n, _ = f.seqStats(9) // modulo 8: seq 1
+	requireEqual(t, "seq 9 count", n, 13)
+}
