@@ -82,6 +82,10 @@ type Config struct {
 	BatchURL   string
 	BatchMax   int
 	BatchDelay time.Duration
+	// Adapt lets the client find how many of MaxConns sockets the backend
+	// can use, and pipeline up to Pipeline calls on each while it answers
+	// fast (adapt.go).
+	Adapt bool
 }
 
 // Client calls the backend. It is safe for concurrent use.
@@ -114,6 +118,7 @@ type Client struct {
 	woken    int       // idle workers signalled and not yet running
 	stop     chan struct{}
 	closed   bool
+	ad       adapter // Adapt's state
 
 	pending    atomic.Int64  // calls submitted and not yet completed (retries included)
 	stuckNow   atomic.Int64  // c.stuck, for Stuck
@@ -190,6 +195,8 @@ func New(cfg Config) (*Client, error) {
 			return nil, err
 		}
 	}
+	c.cfg.Adapt = cfg.Adapt && cfg.Pipeline > 1
+	c.ad.limit = min(cfg.MaxConns, adaptStartLimit)
 	c.cond = sync.NewCond(&c.mu)
 	go c.retireIdle(retireEvery)
 	go c.watchStuck(min(max(cfg.StuckAfter/5, 5*time.Millisecond), 100*time.Millisecond))
@@ -284,7 +291,7 @@ func (c *Client) wakeAndUnlock(n int) {
 // roomLocked is how many more workers may start: those not stuck stay
 // within MaxConns, all of them within MaxConns+MaxStuck. c.mu is held.
 func (c *Client) roomLocked() int {
-	return max(0, min(c.cfg.MaxConns-(c.workers-c.stuck), c.cfg.MaxConns+c.cfg.MaxStuck-c.workers))
+	return max(0, min(c.capLocked()-(c.workers-c.stuck), c.cfg.MaxConns+c.cfg.MaxStuck-c.workers))
 }
 
 // addWorkerLocked counts a new worker, to be run with go c.worker(w).
@@ -414,13 +421,13 @@ func (c *Client) worker(w *worker) {
 			break
 		}
 		// Leave a call for every idle worker (woken ones included: they
-		// count as idle until they hold the lock) and every worker still
-		// starting: a batch is only what no free connection could take
-		// now. No batches while a call is stuck: what is pipelined behind
-		// a stuck call is stuck with it.
+		// count as idle until they hold the lock), every worker still
+		// starting and every one that may still start: a batch is only
+		// what no connection could take now. No batches while a call is
+		// stuck: what is pipelined behind a stuck call is stuck with it.
 		n := 1
 		if c.cfg.Pipeline > 1 && c.stuck == 0 && !c.noPipeline.Load() {
-			n = max(1, min(c.queued-c.idle-c.starting, c.cfg.Pipeline))
+			n = max(1, min(c.queued-c.idle-c.starting-c.roomLocked(), c.depthLocked()))
 		}
 		batch = batch[:0]
 		for range n {
@@ -438,17 +445,20 @@ func (c *Client) worker(w *worker) {
 		if next != nil {
 			go c.worker(next)
 		}
-		c.doBatch(&w.p, batch, errs)
+		took := c.doBatch(&w.p, batch, errs)
 		clear(batch) // do not keep finished calls reachable
 		w.since.Store(0)
 		c.mu.Lock()
+		if took > 0 && !w.stuck {
+			c.timedLocked(took, n, c.workers-c.idle-c.starting-c.stuck)
+		}
 		if w.stuck {
 			w.stuck = false
 			c.stuck--
 			c.stuckNow.Store(int64(c.stuck))
 		}
-		if c.workers-c.stuck > c.cfg.MaxConns {
-			break // started in the room of a stuck call that has now ended
+		if c.workers-c.stuck > c.capLocked() {
+			break // started in the room of a stuck call that has now ended, or above a lowered limit
 		}
 	}
 	c.removeWorkerLocked(w)

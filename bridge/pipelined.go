@@ -143,8 +143,9 @@ func timeoutErr(err error) error {
 
 // doBatch sends batch on p's connection and completes every call in it,
 // except those the server declined by closing, or that met a stale socket
-// (stale.go): they are queued again.
-func (c *Client) doBatch(p *pconn, batch []*Call, errs []error) {
+// (stale.go): they are queued again. It returns the time from the write to
+// the last answer (ns) when every call was answered, else 0.
+func (c *Client) doBatch(p *pconn, batch []*Call, errs []error) (took int64) {
 	start := time.Now()
 	sent := Now()
 	for _, call := range batch {
@@ -171,7 +172,7 @@ func (c *Client) doBatch(p *pconn, batch []*Call, errs []error) {
 			for _, call := range batch {
 				c.finish(call, start, err)
 			}
-			return
+			return 0
 		}
 	}
 
@@ -200,12 +201,12 @@ func (c *Client) doBatch(p *pconn, batch []*Call, errs []error) {
 			// The backend had reset the socket: what we wrote was discarded.
 			c.staleConn()
 			c.retryStale(batch, start, err, true)
-			return
+			return 0
 		}
 		for _, call := range batch {
 			c.finish(call, start, err)
 		}
-		return
+		return 0
 	}
 
 	// Read the answers in order.
@@ -245,7 +246,10 @@ func (c *Client) doBatch(p *pconn, batch []*Call, errs []error) {
 		// socket the backend had dropped while it sat idle.
 		c.staleConn()
 		c.retryStale(batch, start, err, false)
-		return
+		return 0
+	}
+	if err == nil && !closed {
+		took = max(1, Now()-sent)
 	}
 	var again []*Call
 	if closed {
@@ -263,6 +267,7 @@ func (c *Client) doBatch(p *pconn, batch []*Call, errs []error) {
 	if len(again) > 0 {
 		c.requeue(again)
 	}
+	return took
 }
 
 // staleConn records a socket found closed by the backend and drops every

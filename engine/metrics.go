@@ -158,6 +158,14 @@ func (m *Metrics) WatchBackend(c *bridge.Client) {
 			Name: "wsbridge_backend_stale_conns_total",
 			Help: "Idle backend sockets found closed by the backend (restart, keep-alive timeout); the call went out on a new one.",
 		}, func() float64 { return float64(c.StaleConns()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "wsbridge_backend_sockets_limit",
+			Help: "How many backend sockets may carry calls that are not stuck: -backend-max-conns, or with -backend-adapt what the backend was found to use.",
+		}, func() float64 { return float64(c.SocketLimit()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "wsbridge_backend_pipeline_depth",
+			Help: "How many calls one backend socket may carry at once: -backend-pipeline, or with -backend-adapt what the backend's speed allows (1 = no pipelining).",
+		}, func() float64 { return float64(c.Depth()) }),
 	)
 }
 

@@ -25,6 +25,7 @@ type options struct {
 	adminToken      string
 	backendMaxConns int
 	backendPipeline int
+	backendAdapt    bool
 	backendTimeout  time.Duration
 	pprof           bool
 	trimMemory      bool
@@ -109,9 +110,11 @@ func parseOptions(args, env []string) (*options, error) {
 	// 1024 sockets keep a PHP-FPM or Puma pool busy without queueing in
 	// the kernel; they count against the same open-files limit as clients.
 	fs.IntVar(&o.backendMaxConns, "backend-max-conns", 1024, "most sockets to the backend; more calls queue")
-	// 1: PHP-FPM, Puma and Node serve one request per connection at a time
-	// anyway, and a pipelined request would wait behind a slow neighbour.
-	fs.IntVar(&o.backendPipeline, "backend-pipeline", 1, "requests one backend connection may carry at once when all -backend-max-conns are busy (HTTP/1.1 pipelining; 1 = off). Saves CPU against a fast backend; see docs/tuning.md")
+	// 16 deep at most, and only while -backend-adapt finds the backend
+	// fast: PHP-FPM, Puma and Node serve one request per connection at a
+	// time, and a pipelined request would wait behind a slow neighbour.
+	fs.IntVar(&o.backendPipeline, "backend-pipeline", 16, "most requests one backend connection may carry at once (HTTP/1.1 pipelining; 1 = off). With -backend-adapt only while the backend answers fast; see docs/tuning.md")
+	fs.BoolVar(&o.backendAdapt, "backend-adapt", true, "find how many of -backend-max-conns sockets the backend can use, and pipeline on them while it answers fast (false: every socket up to -backend-max-conns, and -backend-pipeline whenever all are busy)")
 	fs.DurationVar(&o.backendTimeout, "backend-timeout", 60*time.Second, "per backend request; also bounds how long a reconnect waits for the previous DELETE")
 	// 250ms: far above a healthy API call, and short enough that the
 	// messages queued behind a stall wait well under a second. A slow call
@@ -137,7 +140,7 @@ func parseOptions(args, env []string) (*options, error) {
 	fs.Float64Var(&e.AcceptRate, "accept-rate", 0, "upgrades per second admitted before the backend is asked (0 = off)")
 	fs.IntVar(&e.AcceptBurst, "accept-burst", 0, "upgrades admitted at once above -accept-rate (0 = one second's worth)")
 	maxPending := -1
-	fs.IntVar(&maxPending, "max-pending-upgrades", -1, "upgrades waiting for the backend's GET at once; more get 503 with Retry-After (-1 = half of -backend-max-conns × -backend-pipeline, 0 = no limit)")
+	fs.IntVar(&maxPending, "max-pending-upgrades", -1, "upgrades waiting for the backend's GET at once; more get 503 with Retry-After (-1 = half of -backend-max-conns, × -backend-pipeline without -backend-adapt; 0 = no limit)")
 	// Off by default: behind a balancer that is not in -trusted-proxies
 	// every client has the balancer's address.
 	fs.IntVar(&e.MaxConnsPerIP, "max-conns-per-ip", 0, "WebSocket connections per client address (the socket's peer, or what a -trusted-proxies balancer says); more get 429 with Retry-After (0 = no limit; for deployments without a balancer, or with one in -trusted-proxies)")
@@ -210,8 +213,13 @@ func parseOptions(args, env []string) (*options, error) {
 	// per backend socket (~64 MiB of request state) before senders are
 	// paused (their bytes left unread until their POST finishes) instead of
 	// the bridge's memory growing behind a stalled backend.
-	// With pipelining every socket carries up to -backend-pipeline calls.
-	inFlight := o.backendMaxConns * max(1, o.backendPipeline)
+	// With pipelining every socket carries up to -backend-pipeline calls;
+	// -backend-adapt pipelines only on the few sockets a fast backend
+	// gets, so there the bound stays one call per socket.
+	inFlight := o.backendMaxConns
+	if !o.backendAdapt {
+		inFlight *= max(1, o.backendPipeline)
+	}
 	e.MaxQueued = 32 * inFlight
 	// By default a reconnect storm may use half the backend's capacity for
 	// GETs; the other half keeps serving the messages of connected clients.

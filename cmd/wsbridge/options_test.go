@@ -20,7 +20,8 @@ func TestOptionsDefaults(t *testing.T) {
 	requireEqual(t, "backend", o.backend, "http://127.0.0.1:8000/")
 	requireEqual(t, "admin", o.admin, "127.0.0.1:7002")
 	requireEqual(t, "backend-max-conns", o.backendMaxConns, 1024)
-	requireEqual(t, "backend-pipeline", o.backendPipeline, 1)
+	requireEqual(t, "backend-pipeline", o.backendPipeline, 16)
+	requireEqual(t, "backend-adapt", o.backendAdapt, true)
 	requireEqual(t, "max-pending-upgrades", o.engine.MaxPending, 512)
 	requireEqual(t, "backend-timeout", o.backendTimeout, 60*time.Second)
 	requireEqual(t, "max-message", o.engine.MaxMessage, int64(1<<20))
@@ -117,15 +118,23 @@ func TestParseSize(t *testing.T) {
 	}
 }
 
-// Pipelining multiplies what the backend sockets carry, and so the
-// default admission and queue bounds.
+// Fixed pipelining (-backend-adapt=false) multiplies what the backend
+// sockets carry, and so the default admission and queue bounds; adaptive
+// pipelining does not (it pipelines only on the few sockets a fast
+// backend gets).
 func TestOptionsPipelineBounds(t *testing.T) {
-	o, err := parseOptions([]string{"-backend-max-conns", "16", "-backend-pipeline", "8"}, nil)
+	o, err := parseOptions([]string{"-backend-max-conns", "16", "-backend-pipeline", "8", "-backend-adapt=false"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	requireEqual(t, "max-pending-upgrades", o.engine.MaxPending, 64)
 	requireEqual(t, "queued messages", o.engine.MaxQueued, 32*128)
+	o, err = parseOptions([]string{"-backend-max-conns", "16", "-backend-pipeline", "8"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireEqual(t, "max-pending-upgrades", o.engine.MaxPending, 8)
+	requireEqual(t, "queued messages", o.engine.MaxQueued, 32*16)
 }
 
 // -sign-key: off by default, read from WSBRIDGE_SIGN_KEY, the first key

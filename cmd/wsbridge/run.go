@@ -91,6 +91,7 @@ func run(o *options) error {
 		StuckAfter: o.backendStuckAfter,
 		MaxStuck:   stuck,
 		Pipeline:   o.backendPipeline,
+		Adapt:      o.backendAdapt,
 		Timeout:    o.backendTimeout,
 		Observe:    metrics.ObserveBackend,
 		Logger:     log.Named("bridge"),
