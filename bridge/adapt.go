@@ -57,26 +57,37 @@ const (
 	// adaptEvery is the least time between two changes of the limit (at
 	// least recent itself: the last change must have had time to show).
 	adaptEvery = 10_000_000 // ns
+	// adaptProbe calls make a probe, one every adaptProbeEvery.
+	adaptProbe      = 4
+	adaptProbeEvery = 200_000_000 // ns
 )
 
 // adapter is the state of Adapt; it is guarded by Client.mu.
 type adapter struct {
-	limit            int
-	cur, prev        int64 // windowed minimum of a call's time, ns (0 = none yet)
-	bucket           int64 // Now() when cur started
-	recent           [recentSamples]int64
-	ri, rn           int
-	changed          int64 // Now() of the last change of limit
-	raises, lowers   int64 // counters, for tests and metrics
-	lastQueue, lastR float64
+	limit          int
+	fast           bool  // isFast at the last sample
+	cur, prev      int64 // windowed minimum of a call's time, ns (0 = none yet)
+	bucket         int64 // Now() when cur started
+	recent         [recentSamples]int64
+	ri, rn         int
+	changed        int64 // Now() of the last change of limit
+	raises, lowers int64 // counters, for tests and metrics
+	probed         int64 // Now() of the last probe
 }
 
 // isFast: the backend answers fast enough to pipeline to, and the calls
 // of the moment do too (a backend whose fast calls set base while most of
 // its calls are slow is not fast).
 func (a *adapter) isFast() bool {
-	base, recent := a.base(), a.recentMin()
-	return base > 0 && base <= adaptBudget/4 && recent <= adaptBudget/2
+	base := a.base()
+	return base > 0 && base <= adaptBudget/4 && a.recentMin() <= adaptBudget/2
+}
+
+// now is the backend's speed of the moment: recent, or the last batch if
+// that was slower (a backend that has just become slow is seen at its
+// first slow batch, not after recentSamples of them).
+func (a *adapter) now() int64 {
+	return max(a.recentMin(), a.recent[(a.ri+recentSamples-1)%recentSamples])
 }
 
 // base is the least call time of the window, 0 until measured.
@@ -113,7 +124,7 @@ func (c *Client) depthLocked() int {
 	if !c.cfg.Adapt {
 		return c.cfg.Pipeline
 	}
-	b := max(c.ad.base(), c.ad.recentMin())
+	b := max(c.ad.base(), c.ad.now())
 	if b <= 0 || !c.ad.isFast() {
 		return 1
 	}
@@ -122,12 +133,14 @@ func (c *Client) depthLocked() int {
 
 // timedLocked folds in a batch of n calls answered d ns after the write,
 // busy workers (this one included) being in use. c.mu is held.
-func (c *Client) timedLocked(d int64, n, busy int) {
+func (c *Client) timedLocked(d int64, n, busy int) { c.timedAt(Now(), d, n, busy) }
+
+// timedAt is timedLocked at the time now.
+func (c *Client) timedAt(now, d int64, n, busy int) {
 	if !c.cfg.Adapt || n <= 0 || d <= 0 {
 		return
 	}
 	a := &c.ad
-	now := Now()
 	per := max(d/int64(n), 1)
 	if now-a.bucket >= adaptWindow {
 		a.prev, a.cur, a.bucket = a.cur, 0, now
@@ -139,36 +152,68 @@ func (c *Client) timedLocked(d int64, n, busy int) {
 	a.ri = (a.ri + 1) % recentSamples
 	a.rn = min(a.rn+1, recentSamples)
 	recent := a.recentMin()
+	fast := a.isFast()
+	a.fast = fast
 	if a.rn < recentSamples/2 || now-a.changed < max(adaptEvery, 2*recent) {
 		return
 	}
 	base := a.base()
-	fast := a.isFast()
 	q := float64(busy) * (1 - float64(base)/float64(recent))
 	lg := math.Log10(float64(a.limit))
 	alpha, beta := max(1, 3*lg), max(2, 6*lg)
 	if !fast {
 		// Without pipelining fewer sockets save little: only a backend
 		// that queues half of what it is given has too many.
-		alpha, beta = max(alpha, float64(a.limit)/4), max(beta, float64(a.limit)/2)
+		alpha, beta = max(alpha, float64(busy)/4), max(beta, float64(busy)/2)
 	}
-	a.lastQueue, a.lastR = q, float64(recent)/float64(base)
 	switch {
 	case q < alpha && c.queued > 0 && a.limit < c.cfg.MaxConns:
 		// Calls wait for a socket and the backend serves what it gets:
-		// twice the sockets when it queues nothing at all.
-		step := max(1, a.limit/8)
-		if q < 1 {
+		// one more (a pipelining socket carries many calls), or without
+		// pipelining an eighth more, twice as many when the backend
+		// queues nothing at all.
+		step := 1
+		switch {
+		case !fast && q < 1:
 			step = a.limit
+		case !fast:
+			step = max(1, a.limit/8)
 		}
 		a.limit = min(c.cfg.MaxConns, a.limit+step)
 		a.changed = now
 		a.raises++
 	case q > beta && a.limit > adaptMinLimit:
-		a.limit = max(adaptMinLimit, a.limit-max(1, a.limit/16))
+		// From what is in use: a limit far above it would take many
+		// steps to mean anything.
+		lim := min(a.limit, max(busy, adaptMinLimit))
+		a.limit = max(adaptMinLimit, lim-max(1, lim/16))
 		a.changed = now
 		a.lowers++
 	}
+}
+
+// probeLocked is the depth of a batch that measures whether pipelining
+// would pay, or 0. While not fast, a backend whose calls take a few
+// milliseconds at most gets one batch of adaptProbe calls every
+// adaptProbeEvery: on a machine whose cores the backend shares, a fast
+// backend's calls one at a time can look slow only because every socket
+// costs a wake-up, and a batch shows what a call costs when they are
+// joined. A slow backend is never probed; one of a few milliseconds makes
+// adaptProbe-1 calls wait that long once per adaptProbeEvery. c.mu is
+// held.
+func (c *Client) probeLocked() int { return c.probeAt(Now()) }
+
+// probeAt is probeLocked at the time now.
+func (c *Client) probeAt(now int64) int {
+	a := &c.ad
+	if !c.cfg.Adapt || a.fast {
+		return 0
+	}
+	if b := a.base(); b <= 0 || b > 2*adaptBudget || now-a.probed < adaptProbeEvery {
+		return 0
+	}
+	a.probed = now
+	return min(adaptProbe, c.cfg.Pipeline)
 }
 
 // AdaptState is what Adapt decided: the limit on sockets, the depth of a

@@ -427,7 +427,11 @@ func (c *Client) worker(w *worker) {
 		// stuck: what is pipelined behind a stuck call is stuck with it.
 		n := 1
 		if c.cfg.Pipeline > 1 && c.stuck == 0 && !c.noPipeline.Load() {
-			n = max(1, min(c.queued-c.idle-c.starting-c.roomLocked(), c.depthLocked()))
+			waiting, depth := c.queued-c.idle-c.starting-c.roomLocked(), c.depthLocked()
+			if depth == 1 && waiting > 1 {
+				depth = max(1, c.probeLocked())
+			}
+			n = max(1, min(waiting, depth))
 		}
 		batch = batch[:0]
 		for range n {
