@@ -1,6 +1,9 @@
 package bridge
 
-import "math"
+import (
+	"math"
+	"time"
+)
 
 // Adapting to the backend (Config.Adapt).
 //
@@ -57,6 +60,11 @@ const (
 	// adaptEvery is the least time between two changes of the limit (at
 	// least recent itself: the last change must have had time to show).
 	adaptEvery = 10_000_000 // ns
+	// adaptStuckPipelined: a pipelined batch out this long is stuck (not
+	// StuckAfter): no batch is formed while one is, so that a backend
+	// that stalls traps the calls already behind a stalled one, not those
+	// that come after.
+	adaptStuckPipelined = 10 * time.Millisecond
 	// adaptProbe calls make a probe, one every adaptProbeEvery.
 	adaptProbe      = 4
 	adaptProbeEvery = 200_000_000 // ns
@@ -249,3 +257,6 @@ func (c *Client) Depth() int {
 	defer c.mu.Unlock()
 	return c.depthLocked()
 }
+
+// Pipelined is how many calls went out in a batch of two or more.
+func (c *Client) Pipelined() int64 { return c.pipelined.Load() }

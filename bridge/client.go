@@ -124,6 +124,7 @@ type Client struct {
 	stuckNow   atomic.Int64  // c.stuck, for Stuck
 	connGen    atomic.Uint64 // bumped to drop every socket dialed before (dropConns)
 	staleConns atomic.Int64  // sockets found closed by the backend
+	pipelined  atomic.Int64  // calls sent in a batch of two or more
 	noPipeline atomic.Bool   // the backend closed a connection with requests behind its first answer
 }
 
@@ -132,6 +133,7 @@ type worker struct {
 	p     pconn
 	since atomic.Int64 // Now() when the call or batch in hand went out; 0 while idle
 	stuck bool         // counted in Client.stuck; Client.mu
+	batch int          // calls in hand; Client.mu
 	index int          // in Client.all; Client.mu
 }
 
@@ -199,7 +201,11 @@ func New(cfg Config) (*Client, error) {
 	c.ad.limit = min(cfg.MaxConns, adaptStartLimit)
 	c.cond = sync.NewCond(&c.mu)
 	go c.retireIdle(retireEvery)
-	go c.watchStuck(min(max(cfg.StuckAfter/5, 5*time.Millisecond), 100*time.Millisecond))
+	every := min(max(cfg.StuckAfter/5, 5*time.Millisecond), 100*time.Millisecond)
+	if c.cfg.Adapt {
+		every = min(every, adaptStuckPipelined/2)
+	}
+	go c.watchStuck(every)
 	return c, nil
 }
 
@@ -331,7 +337,7 @@ func (c *Client) watchStuck(every time.Duration) {
 		c.mu.Lock()
 		marked := 0
 		for _, w := range c.all {
-			if s := w.since.Load(); s != 0 && !w.stuck && now-s >= limit {
+			if s := w.since.Load(); s != 0 && !w.stuck && (now-s >= limit || w.batch > 1 && now-s >= int64(adaptStuckPipelined)) {
 				w.stuck = true
 				marked++
 			}
@@ -445,6 +451,7 @@ func (c *Client) worker(w *worker) {
 			next = c.addWorkerLocked()
 		}
 		w.since.Store(Now())
+		w.batch = n
 		c.mu.Unlock()
 		if next != nil {
 			go c.worker(next)

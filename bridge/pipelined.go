@@ -176,6 +176,9 @@ func (c *Client) doBatch(p *pconn, batch []*Call, errs []error) (took int64) {
 		}
 	}
 
+	if len(batch) > 1 {
+		c.pipelined.Add(int64(len(batch)))
+	}
 	// Write every request, then flush once.
 	err := p.nc.SetWriteDeadline(deadline)
 	for _, call := range batch {

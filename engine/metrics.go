@@ -166,6 +166,10 @@ func (m *Metrics) WatchBackend(c *bridge.Client) {
 			Name: "wsbridge_backend_pipeline_depth",
 			Help: "How many calls one backend socket may carry at once: -backend-pipeline, or with -backend-adapt what the backend's speed allows (1 = no pipelining).",
 		}, func() float64 { return float64(c.Depth()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "wsbridge_backend_pipelined_calls_total",
+			Help: "Backend calls sent pipelined, in a batch of two or more on one socket.",
+		}, func() float64 { return float64(c.Pipelined()) }),
 	)
 }
 
