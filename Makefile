@@ -32,6 +32,7 @@ cluster: build ## nats-server and three clustered nodes on local ports (ws 7101-
 test: ## all tests with the race detector in random order, then the load, allocation and memory tests without it (what CI runs)
 	$(GO) test -race -shuffle=on -timeout 15m ./...
 	$(GO) test -count=1 -timeout 10m -run 'TestReconnectStorm|TestDrain10k|TestTrimAfterBurst|TestJournalKillRestart10k' -v ./cmd/wsbridge/
+	$(GO) test -count=1 -timeout 5m -run 'TestAdaptivePipelining|TestAdaptDecisions' -v ./bench/ ./bridge/
 	$(GO) test -count=1 -timeout 5m -run 'Allocs|TestIdleConnMemory|TestStateSizes|TestSizeAfterMillion' -v ./protocol/ ./engine/ ./bridge/...
 
 .PHONY: test-short
