@@ -54,7 +54,7 @@ func TestAdaptivePipelining(t *testing.T) {
 		const workers, delay = 16, 10 * time.Millisecond
 		pool := make(chan struct{}, workers)
 		var inside, most atomic.Int64
-		be, err := backend.Start(backend.Options{Sequenced: true, Hook: func(ctx *fasthttp.RequestCtx, c *backend.Call) bool {
+		_, p := setupWith(t, backend.Options{Sequenced: true, Hook: func(ctx *fasthttp.RequestCtx, c *backend.Call) bool {
 			pool <- struct{}{}
 			n := inside.Add(1)
 			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
@@ -63,17 +63,7 @@ func TestAdaptivePipelining(t *testing.T) {
 			inside.Add(-1)
 			<-pool
 			return false
-		}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if v := be.Violations.Load(); v != 0 {
-				t.Errorf("backend saw %d violations, last: %s", v, be.LastViolation())
-			}
-			_ = be.Close()
-		})
-		p := bridgetest.Start(t, bridgeBin, be.URL, "-backend-pipeline", "16")
+		}}, "-backend-pipeline", "16")
 		res := throughput(p, "slow", 200, 4*time.Second)
 		sane(t, res, 200)
 		limit, piped := gauge(p, "wsbridge_backend_sockets_limit"), gauge(p, "wsbridge_backend_pipelined_calls_total")

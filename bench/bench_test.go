@@ -33,7 +33,14 @@ func requireEqual[T comparable](t testing.TB, what string, got, want T) {
 // setup starts a mock backend and a bridge in front of it.
 func setup(t *testing.T, args ...string) (*backend.Backend, *bridgetest.Proc) {
 	t.Helper()
-	be, err := backend.Start(backend.Options{Sequenced: true})
+	return setupWith(t, backend.Options{Sequenced: true}, args...)
+}
+
+// setupWith is setup with the mock backend's options; the test fails if
+// the backend saw a protocol violation.
+func setupWith(t *testing.T, opts backend.Options, args ...string) (*backend.Backend, *bridgetest.Proc) {
+	t.Helper()
+	be, err := backend.Start(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
