@@ -337,7 +337,7 @@ func (c *Client) watchStuck(every time.Duration) {
 		c.mu.Lock()
 		marked := 0
 		for _, w := range c.all {
-			if s := w.since.Load(); s != 0 && !w.stuck && (now-s >= limit || w.batch > 1 && now-s >= int64(adaptStuckPipelined)) {
+			if s := w.since.Load(); s != 0 && !w.stuck && (now-s >= limit || c.cfg.Adapt && w.batch > 1 && now-s >= int64(adaptStuckPipelined)) {
 				w.stuck = true
 				marked++
 			}
