@@ -57,8 +57,9 @@ const (
 	adaptWindow = 1_000_000_000 // ns
 	// recentSamples batches make recent.
 	recentSamples = 16
-	// adaptEvery is the least time between two changes of the limit (at
-	// least recent itself: the last change must have had time to show).
+	// adaptEvery is the least time between two changes of the limit (and
+	// at least two recent call times: the last change must have had time
+	// to show).
 	adaptEvery = 10_000_000 // ns
 	// adaptStuckPipelined: a pipelined batch out this long is stuck (not
 	// StuckAfter): no batch is formed while one is, so that a backend
@@ -73,13 +74,12 @@ const (
 // adapter is the state of Adapt; it is guarded by Client.mu.
 type adapter struct {
 	limit          int
-	fast           bool  // isFast at the last sample
 	cur, prev      int64 // windowed minimum of a call's time, ns (0 = none yet)
 	bucket         int64 // Now() when cur started
 	recent         [recentSamples]int64
 	ri, rn         int
 	changed        int64 // Now() of the last change of limit
-	raises, lowers int64 // counters, for tests and metrics
+	raises, lowers int64 // changes of limit, for tests (Adapted)
 	probed         int64 // Now() of the last probe
 }
 
@@ -132,11 +132,10 @@ func (c *Client) depthLocked() int {
 	if !c.cfg.Adapt {
 		return c.cfg.Pipeline
 	}
-	b := max(c.ad.base(), c.ad.now())
-	if b <= 0 || !c.ad.isFast() {
+	if !c.ad.isFast() {
 		return 1
 	}
-	return int(max(1, min(int64(c.cfg.Pipeline), adaptBudget/b)))
+	return int(max(1, min(int64(c.cfg.Pipeline), adaptBudget/max(c.ad.base(), c.ad.now()))))
 }
 
 // timedLocked folds in a batch of n calls answered d ns after the write,
@@ -159,9 +158,7 @@ func (c *Client) timedAt(now, d int64, n, busy int) {
 	a.recent[a.ri] = per
 	a.ri = (a.ri + 1) % recentSamples
 	a.rn = min(a.rn+1, recentSamples)
-	recent := a.recentMin()
-	fast := a.isFast()
-	a.fast = fast
+	recent, fast := a.recentMin(), a.isFast()
 	if a.rn < recentSamples/2 || now-a.changed < max(adaptEvery, 2*recent) {
 		return
 	}
@@ -214,7 +211,7 @@ func (c *Client) probeLocked() int { return c.probeAt(Now()) }
 // probeAt is probeLocked at the time now.
 func (c *Client) probeAt(now int64) int {
 	a := &c.ad
-	if !c.cfg.Adapt || a.fast {
+	if !c.cfg.Adapt || a.isFast() {
 		return 0
 	}
 	if b := a.base(); b <= 0 || b > 2*adaptBudget || now-a.probed < adaptProbeEvery {
