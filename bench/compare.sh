@@ -13,7 +13,8 @@
 # connections carrying up to 16 pipelined requests each).
 #
 # Environment: CONTENDERS (default "wsbridge wsbridge-pipelined"; "peer"
-# is added with --peer; "wsbridge-adaptive" is -backend-pipeline 16 alone), RUNS (default "idle throughput handshake push
+# is added with --peer; "wsbridge-unpipelined" is -backend-pipeline 1, the
+# defaults before the seventh session), RUNS (default "idle throughput handshake push
 # fixed"), TCONNS (closed-loop connections of the throughput run, default
 # 200), FIXED_RATES (default "5000 10000" msg/s), BACKEND_ARGS (flags
 # for the mock backend, e.g. "-delay 20ms -workers 32" for a PHP-FPM-like
@@ -266,9 +267,9 @@ contender() {
       # shellcheck disable=SC2086 # $PIPELINED is a list of flags
       measure wsbridge-pipelined 127.0.0.1:7002 "$bin/wsbridge" -listen 127.0.0.1:7001 -admin 127.0.0.1:7002 \
         -backend http://127.0.0.1:8000/ -log-level warn ${PIPELINED:--backend-max-conns 16 -backend-pipeline 16 -max-pending-upgrades 512} ;;
-    wsbridge-adaptive)
-      measure wsbridge-adaptive 127.0.0.1:7002 "$bin/wsbridge" -listen 127.0.0.1:7001 -admin 127.0.0.1:7002 \
-        -backend http://127.0.0.1:8000/ -log-level warn -backend-pipeline 16 ;;
+    wsbridge-unpipelined)
+      measure wsbridge-unpipelined 127.0.0.1:7002 "$bin/wsbridge" -listen 127.0.0.1:7001 -admin 127.0.0.1:7002 \
+        -backend http://127.0.0.1:8000/ -log-level warn -backend-pipeline 1 ;;
     peer) measure peer 127.0.0.1:7001 "$peer" ;;
   esac
 }

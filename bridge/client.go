@@ -336,8 +336,13 @@ func (c *Client) watchStuck(every time.Duration) {
 		now := Now()
 		c.mu.Lock()
 		marked := 0
+		// With Adapt, a batch out adaptStuckPipelined is stuck, and so is
+		// any call while the backend answers in a fraction of that: the
+		// few sockets a fast backend gets must not wait StuckAfter for
+		// each call that hangs.
+		fast := c.cfg.Adapt && c.ad.isFast()
 		for _, w := range c.all {
-			if s := w.since.Load(); s != 0 && !w.stuck && (now-s >= limit || c.cfg.Adapt && w.batch > 1 && now-s >= int64(adaptStuckPipelined)) {
+			if s := w.since.Load(); s != 0 && !w.stuck && (now-s >= limit || c.cfg.Adapt && (w.batch > 1 || fast) && now-s >= int64(adaptStuckPipelined)) {
 				w.stuck = true
 				marked++
 			}
@@ -432,17 +437,22 @@ func (c *Client) worker(w *worker) {
 		// what no connection could take now. No batches while a call is
 		// stuck: what is pipelined behind a stuck call is stuck with it.
 		n := 1
-		if c.cfg.Pipeline > 1 && c.stuck == 0 && !c.noPipeline.Load() {
+		if c.cfg.Pipeline > 1 && (c.stuck == 0 || c.cfg.Adapt) && !c.noPipeline.Load() {
 			waiting, depth := c.queued-c.idle-c.starting-c.roomLocked(), c.depthLocked()
 			if depth == 1 && waiting > 1 {
 				depth = max(1, c.probeLocked())
 			}
 			n = max(1, min(waiting, depth))
 		}
-		batch = batch[:0]
-		for range n {
+		// Only trusted calls (Session) share a batch: a call no fast
+		// answer vouches for goes alone. A server may hold the answers
+		// ahead of a call that hangs until it ends (fasthttp's flushes when
+		// it has read every request), so it cannot go last either.
+		batch = append(batch[:0], c.pop())
+		for len(batch) < n && batch[0].trusted && c.head != nil && c.head.trusted {
 			batch = append(batch, c.pop())
 		}
+		n = len(batch)
 		// Calls still waiting with no worker free to take them: start the
 		// next worker, so that a burst which found one idle worker fans out
 		// instead of waiting in line behind it.
@@ -460,7 +470,7 @@ func (c *Client) worker(w *worker) {
 		clear(batch) // do not keep finished calls reachable
 		w.since.Store(0)
 		c.mu.Lock()
-		if took > 0 && !w.stuck {
+		if took > 0 {
 			c.timedLocked(took, n, c.workers-c.idle-c.starting-c.stuck)
 		}
 		if w.stuck {

@@ -218,7 +218,16 @@ func (c *Client) doBatch(p *pconn, batch []*Call, errs []error) (took int64) {
 	if err = p.nc.SetReadDeadline(deadline); err != nil {
 		answered = 0
 	}
+	done := 0 // calls completed before the batch's end
 	for i := 0; err == nil && i < len(batch); i++ {
+		if i > done && p.br.Buffered() == 0 {
+			// The next answer is not here yet and may be long in coming
+			// (its call may be stuck): what was answered goes now.
+			for j := done; j < i; j++ {
+				c.finish(batch[j], start, nil)
+			}
+			done = i
+		}
 		call := batch[i]
 		call.Resp.Reset()
 		if err = call.Resp.Read(p.br); err != nil {
@@ -264,8 +273,8 @@ func (c *Client) doBatch(p *pconn, batch []*Call, errs []error) (took int64) {
 		answered = len(batch)
 	}
 	// Complete in a burst: each event loop is woken once for the lot.
-	for i, call := range batch[:answered] {
-		c.finish(call, start, errs[i])
+	for i := done; i < answered; i++ {
+		c.finish(batch[i], start, errs[i])
 	}
 	if len(again) > 0 {
 		c.requeue(again)

@@ -50,6 +50,7 @@ func post(c *Client, owner Completer, id, body string) *Call {
 	call.Owner = owner
 	c.PreparePOST(call, Ids{ClientID: []byte(id), ConnID: []byte("1")}, false)
 	call.Req.SetBodyString(body)
+	call.trusted = true // as a Session sets it after a fast answer
 	return call
 }
 
@@ -135,6 +136,35 @@ func TestPipelineBatches(t *testing.T) {
 		t.Fatalf("the backend read %d times for %d requests: they were not pipelined", got, n)
 	}
 	t.Logf("%d requests in %d reads on %d connections", n, ln.reads.Load(), ln.conns.Load())
+}
+
+// A call no fast answer vouches for (a connection's first message, or
+// one after a slow answer) goes alone: the calls queued around it are
+// pipelined together and answered while it hangs.
+func TestPipelineUntrustedGoesAlone(t *testing.T) {
+	release := make(chan struct{})
+	ln := echoServer(t, func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) == "/api/slow" {
+			<-release
+		}
+		ctx.SetBody(ctx.PostBody())
+	})
+	defer close(release)
+	c := newClient(t, ln.Addr().String(), Config{MaxConns: 2, Pipeline: 8, Timeout: 10 * time.Second})
+	d := make(done, 8)
+	slow := post(c, d, "slow", "s")
+	slow.trusted = false
+	calls := []*Call{post(c, d, "a", "a"), post(c, d, "b", "b"), slow, post(c, d, "c", "c"), post(c, d, "e", "e")}
+	submitAll(c, calls)
+	for _, call := range d.wait(t, 4) {
+		if id := string(call.Req.URI().LastPathSegment()); call.Outcome != OutcomeOK || id == "slow" {
+			t.Fatalf("%s: outcome %s (%v)", id, call.Outcome, call.Err)
+		}
+		ReleaseCall(call)
+	}
+	if got := c.Pipelined(); got < 2 {
+		t.Fatalf("%d calls pipelined, want the trusted ones around the slow call (at least 2)", got)
+	}
 }
 
 // A batch never takes a call a free connection could carry: a slow

@@ -138,6 +138,7 @@ type Session struct {
 	busy       bool   // a call is in flight
 	idLen      uint8  // len(ClientId) in names
 	hasMeta    bool   // the Loop holds metadata for this connection (meta.go)
+	trusted    bool   // the last POST was answered within adaptTrusted: the next may lead a batch
 	seq        uint32 // Wsbridge-Seq of the last call issued (sign.go)
 }
 
@@ -156,6 +157,7 @@ func (s *Session) Begin(id uint64, clientID, xff, note []byte) {
 	}
 	s.names, s.idLen, s.id, s.seq = string(names), uint8(len(clientID)), id, 0
 	s.hasMeta = false // a newcomer does not inherit
+	s.trusted = false
 }
 
 // nextSeq numbers the connection's next call: 1 for the GET, then each
@@ -240,6 +242,7 @@ func (s *Session) Message(l *Loop, o Owner, payload []byte, first, fin, binary b
 	m.seq = s.nextSeq() // numbered whole, so a dropped partial leaves no gap
 	if s.push(m) {
 		m.Received = Now()
+		m.trusted = s.trusted
 		s.addMeta(l, m)
 		l.cl.Submit(m)
 	} else {
@@ -281,6 +284,7 @@ func (s *Session) Close(l *Loop, o Owner, code int, reason string) Held {
 func (s *Session) Delete(l *Loop, del *Held) {
 	call := del.call
 	del.call = nil
+	call.trusted = s.trusted
 	s.addMeta(l, call)
 	l.cl.Submit(call)
 }
@@ -300,9 +304,14 @@ func (s *Session) Finish(l *Loop, c *Call, o Owner) {
 	}
 	switch c.Method {
 	case POST:
+		// Fast answers earn the connection's next call the right to go
+		// ahead of others in a pipelined batch; a slow one (or none) loses
+		// it until a call comes back fast again (adapt.go).
+		s.trusted = c.Answered != 0 && c.Answered-c.Sent <= int64(adaptTrusted)
 		if next := s.done(); next != nil {
 			l.queued.Add(-1)
 			next.Received = Now()
+			next.trusted = s.trusted
 			s.addMeta(l, next)
 			l.cl.Submit(next)
 		}

@@ -116,7 +116,7 @@ func parseOptions(args, env []string) (*options, error) {
 	// beforehand which call will hang. With N > 1, -backend-adapt keeps
 	// pipelining to a fast backend only (a slow one would make every
 	// pipelined request wait behind its neighbour).
-	fs.IntVar(&o.backendPipeline, "backend-pipeline", 1, "most requests one backend connection may carry at once (HTTP/1.1 pipelining; 1 = off). With -backend-adapt only while the backend answers fast, on the few sockets it needs; see docs/tuning.md")
+	fs.IntVar(&o.backendPipeline, "backend-pipeline", 16, "most requests one backend connection may carry at once (HTTP/1.1 pipelining; 1 = off). With -backend-adapt only while the backend answers fast, on the few sockets it needs; see docs/tuning.md")
 	fs.BoolVar(&o.backendAdapt, "backend-adapt", true, "with -backend-pipeline > 1: find how many of -backend-max-conns sockets the backend can use, and pipeline on them only while it answers fast (false: every socket up to -backend-max-conns, and -backend-pipeline whenever all are busy)")
 	fs.DurationVar(&o.backendTimeout, "backend-timeout", 60*time.Second, "per backend request; also bounds how long a reconnect waits for the previous DELETE")
 	// 250ms: far above a healthy API call, and short enough that the
