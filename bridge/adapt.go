@@ -124,12 +124,19 @@ func (a *adapter) recentMin() int64 {
 	return m
 }
 
-// capLocked is the most workers whose call is not stuck. c.mu is held.
+// capLocked is the most workers whose call is not stuck. With Adapt it
+// is the limit, plus one for each first call of a connection queued or in
+// hand (Call.first): such a call always goes alone, so holding it back
+// gains no batch, and it gets a socket of its own up to MaxConns, as
+// without Adapt (a reconnect storm's GETs, the first messages of
+// thousands of new clients). A call that lost its trust to a slow answer
+// stays within the limit: on a saturated machine that is the signal to
+// use fewer sockets, not more. c.mu is held.
 func (c *Client) capLocked() int {
 	if !c.cfg.Adapt {
 		return c.cfg.MaxConns
 	}
-	return c.ad.limit
+	return min(c.cfg.MaxConns, c.ad.limit+c.lone)
 }
 
 // depthLocked is how many calls a batch may carry. c.mu is held.

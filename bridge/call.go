@@ -77,6 +77,12 @@ type Call struct {
 	batch      *batch // set on a batch request (batch.go)
 }
 
+// first reports whether c is one of its connection's first calls (the
+// upgrade's GET, the first message's POST, or the DELETE of a connection
+// that sent nothing): nothing has vouched for it yet, nor told against it
+// (adapt.go).
+func (c *Call) first() bool { return !c.trusted && c.seq <= 2 && c.seq != 0 }
+
 var epoch = time.Now()
 
 // Now is a monotonic clock in nanoseconds for the Call timestamps.

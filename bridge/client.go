@@ -112,6 +112,7 @@ type Client struct {
 	starting int // workers started and not yet running
 	workers  int
 	stuck    int       // workers whose call in hand is stuck
+	lone     int       // first calls queued plus workers carrying one that is not stuck (adapt.go)
 	all      []*worker // every worker, for watchStuck
 	minIdle  int       // fewest idle workers seen by a call since the last retirement
 	retire   int       // idle workers asked to exit
@@ -133,6 +134,7 @@ type worker struct {
 	p     pconn
 	since atomic.Int64 // Now() when the call or batch in hand went out; 0 while idle
 	stuck bool         // counted in Client.stuck; Client.mu
+	lone  bool         // carries a first call, counted in Client.lone; Client.mu
 	batch int          // calls in hand; Client.mu
 	index int          // in Client.all; Client.mu
 }
@@ -265,6 +267,9 @@ func (c *Client) pushLocked(call *Call) {
 	}
 	c.tail = call
 	c.queued++
+	if call.first() {
+		c.lone++
+	}
 }
 
 // wakeAndUnlock gets workers to the queue, which has n new calls: it
@@ -345,6 +350,10 @@ func (c *Client) watchStuck(every time.Duration) {
 			if s := w.since.Load(); s != 0 && !w.stuck && (now-s >= limit || c.cfg.Adapt && (w.batch > 1 || fast) && now-s >= int64(adaptStuckPipelined)) {
 				w.stuck = true
 				marked++
+				if w.lone {
+					w.lone = false
+					c.lone--
+				}
 			}
 		}
 		if marked == 0 {
@@ -404,6 +413,9 @@ func (c *Client) requeue(calls []*Call) {
 			c.tail = call
 		}
 		c.queued++
+		if call.first() {
+			c.lone++
+		}
 	}
 	c.wakeAndUnlock(len(calls))
 }
@@ -462,6 +474,7 @@ func (c *Client) worker(w *worker) {
 		}
 		w.since.Store(Now())
 		w.batch = n
+		w.lone = batch[0].first() // counted in c.lone since it was queued
 		c.mu.Unlock()
 		if next != nil {
 			go c.worker(next)
@@ -472,6 +485,10 @@ func (c *Client) worker(w *worker) {
 		c.mu.Lock()
 		if took > 0 {
 			c.timedLocked(took, n, c.workers-c.idle-c.starting-c.stuck)
+		}
+		if w.lone {
+			w.lone = false
+			c.lone--
 		}
 		if w.stuck {
 			w.stuck = false

@@ -472,3 +472,39 @@ func TestPipelineNoContentAndUnframedAnswers(t *testing.T) {
 		t.Fatal("pipelining was turned off, but the backend kept its connections")
 	}
 }
+
+// A connection's first calls (the upgrade's GET, its first message) are
+// never held to the few sockets -backend-adapt gives a fast backend: they
+// go alone, so holding them back gains no batch, and when thousands of
+// them hang at once (TestTroubleStuckFullSize) the calls behind them would
+// wait for rounds of stuck-marking.
+func TestAdaptFirstCallsFanOut(t *testing.T) {
+	const n = 64
+	var inside atomic.Int64
+	release := make(chan struct{})
+	ln := echoServer(t, func(ctx *fasthttp.RequestCtx) {
+		inside.Add(1)
+		<-release
+		ctx.SetBody(ctx.PostBody())
+	})
+	defer close(release)
+	c := newClient(t, ln.Addr().String(), Config{MaxConns: 256, Pipeline: 16, Adapt: true, Timeout: 10 * time.Second})
+	c.mu.Lock()
+	c.ad.limit = adaptMinLimit // as a fast backend leaves it
+	c.mu.Unlock()
+	d := make(done, n)
+	calls := make([]*Call, n)
+	for i := range calls {
+		calls[i] = post(c, d, "first"+strconv.Itoa(i), "x")
+		calls[i].trusted, calls[i].seq = false, 2
+	}
+	submitAll(c, calls)
+	deadline := time.Now().Add(2 * time.Second)
+	for inside.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d first calls reached the backend within 2s; the rest wait behind a limit of %d sockets",
+				inside.Load(), n, adaptMinLimit)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -95,7 +95,7 @@ func NewMetrics() *Metrics {
 		Name: "wsbridge_message_added_latency_seconds",
 		Help: "Latency wsbridge itself adds to a message that gets a reply: from the message read whole (or from its " +
 			"predecessor's answer, if it had to wait for it) to the reply written, minus the backend call.",
-		Buckets: []float64{.00005, .0001, .00025, .0005, .001, .002, .003, .005, .01, .025, .05, .1, .25, 1},
+		Buckets: []float64{.00005, .0001, .00025, .0005, .001, .002, .003, .004, .005, .0075, .01, .025, .05, .1, .25, 1},
 	})).(prometheus.Histogram)
 	pushes := f(prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wsbridge_pushes_total", Help: "Admin API pushes by outcome.",

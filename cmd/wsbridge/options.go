@@ -110,13 +110,12 @@ func parseOptions(args, env []string) (*options, error) {
 	// 1024 sockets keep a PHP-FPM or Puma pool busy without queueing in
 	// the kernel; they count against the same open-files limit as clients.
 	fs.IntVar(&o.backendMaxConns, "backend-max-conns", 1024, "most sockets to the backend; more calls queue")
-	// 1: a request pipelined behind a call that hangs in the backend hangs
-	// with it (TestTroubleStuckIDs: the healthy clients keep 24-46 % of
-	// their rate through a stall instead of 88 %), and no rule can tell
-	// beforehand which call will hang. With N > 1, -backend-adapt keeps
-	// pipelining to a fast backend only (a slow one would make every
-	// pipelined request wait behind its neighbour).
-	fs.IntVar(&o.backendPipeline, "backend-pipeline", 16, "most requests one backend connection may carry at once (HTTP/1.1 pipelining; 1 = off). With -backend-adapt only while the backend answers fast, on the few sockets it needs; see docs/tuning.md")
+	// 16, with -backend-adapt: pipelining happens only while the backend
+	// answers within half a millisecond, on the few sockets it needs, and
+	// only between calls of connections answered fast (bridge/adapt.go), so
+	// a call that hangs has nothing behind it unless its connection was
+	// fast until then (TestTroubleStuckIDs).
+	fs.IntVar(&o.backendPipeline, "backend-pipeline", 16, "most requests one backend connection may carry at once (HTTP/1.1 pipelining; 1 = off). With -backend-adapt only while the backend answers fast, on the few sockets it needs, and only for connections answered fast; see docs/tuning.md")
 	fs.BoolVar(&o.backendAdapt, "backend-adapt", true, "with -backend-pipeline > 1: find how many of -backend-max-conns sockets the backend can use, and pipeline on them only while it answers fast (false: every socket up to -backend-max-conns, and -backend-pipeline whenever all are busy)")
 	fs.DurationVar(&o.backendTimeout, "backend-timeout", 60*time.Second, "per backend request; also bounds how long a reconnect waits for the previous DELETE")
 	// 250ms: far above a healthy API call, and short enough that the
