@@ -110,12 +110,13 @@ func parseOptions(args, env []string) (*options, error) {
 	// 1024 sockets keep a PHP-FPM or Puma pool busy without queueing in
 	// the kernel; they count against the same open-files limit as clients.
 	fs.IntVar(&o.backendMaxConns, "backend-max-conns", 1024, "most sockets to the backend; more calls queue")
-	// 16, with -backend-adapt: pipelining happens only while the backend
-	// answers within half a millisecond, on the few sockets it needs, and
-	// only between calls of connections answered fast (bridge/adapt.go), so
-	// a call that hangs has nothing behind it unless its connection was
-	// fast until then (TestTroubleStuckIDs).
-	fs.IntVar(&o.backendPipeline, "backend-pipeline", 16, "most requests one backend connection may carry at once (HTTP/1.1 pipelining; 1 = off). With -backend-adapt only while the backend answers fast, on the few sockets it needs, and only for connections answered fast; see docs/tuning.md")
+	// 1: -backend-pipeline 16 (adaptive) doubles the round trips per CPU
+	// second against a fast backend in a closed loop and now keeps the
+	// healthy clients' rate through a stall (TestTroubleStuckIDs), but with
+	// 10,000 clients sending one message a second each on a saturated box
+	// it delivered 5,491 of the 10,000 msg/s (p50 1.3 s) where one call per
+	// socket delivered them all (BENCHMARKS.md, seventh session).
+	fs.IntVar(&o.backendPipeline, "backend-pipeline", 1, "most requests one backend connection may carry at once (HTTP/1.1 pipelining; 1 = off). With -backend-adapt only while the backend answers fast, on the few sockets it needs, and only for connections answered fast; see docs/tuning.md")
 	fs.BoolVar(&o.backendAdapt, "backend-adapt", true, "with -backend-pipeline > 1: find how many of -backend-max-conns sockets the backend can use, and pipeline on them only while it answers fast (false: every socket up to -backend-max-conns, and -backend-pipeline whenever all are busy)")
 	fs.DurationVar(&o.backendTimeout, "backend-timeout", 60*time.Second, "per backend request; also bounds how long a reconnect waits for the previous DELETE")
 	// 250ms: far above a healthy API call, and short enough that the
