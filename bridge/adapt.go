@@ -124,16 +124,19 @@ func (a *adapter) recentMin() int64 {
 	return m
 }
 
-// capLocked is the most workers whose call is not stuck. With Adapt it
-// is the limit, plus one for each first call of a connection queued or in
-// hand (Call.first): such a call always goes alone, so holding it back
-// gains no batch, and it gets a socket of its own up to MaxConns, as
-// without Adapt (a reconnect storm's GETs, the first messages of
-// thousands of new clients). A call that lost its trust to a slow answer
-// stays within the limit: on a saturated machine that is the signal to
-// use fewer sockets, not more. c.mu is held.
+// capLocked is the most workers whose call is not stuck. With Adapt the
+// limit binds only while the backend is fast: it exists to make calls
+// wait so that they share batches, and while nothing is pipelined a call
+// waiting for a socket is only a call waiting (on a saturated machine,
+// where single calls look slow, the limit would otherwise fall and
+// become the queue). While fast, the limit is raised by one for each
+// first call of a connection queued or in hand (Call.first): such a call
+// always goes alone, so holding it back gains no batch (a reconnect
+// storm's GETs, the first messages of thousands of new clients). A call
+// that lost its trust to a slow answer stays within the limit. c.mu is
+// held.
 func (c *Client) capLocked() int {
-	if !c.cfg.Adapt {
+	if !c.cfg.Adapt || !c.ad.isFast() {
 		return c.cfg.MaxConns
 	}
 	return min(c.cfg.MaxConns, c.ad.limit+c.lone)

@@ -431,13 +431,17 @@ func (c *Client) worker(w *worker) {
 	c.mu.Lock()
 	c.starting--
 	for {
-		for c.head == nil && !c.closed && c.retire == 0 {
+		// With Adapt a worker above the limit waits idle rather than
+		// exit: the limit moves often, and a socket closed at every move
+		// is a connect and a TIME_WAIT each (thousands a second against
+		// a saturated backend). retireIdle lets go of what stays idle.
+		for (c.head == nil || c.overCapLocked()) && !c.closed && c.retire == 0 {
 			c.idle++
 			c.cond.Wait()
 			c.idle--
 			c.woken = max(0, c.woken-1)
 		}
-		if c.head == nil && (c.closed || c.retire > 0) {
+		if (c.head == nil || c.overCapLocked()) && (c.closed || c.retire > 0) {
 			if !c.closed {
 				c.retire--
 			}
@@ -450,9 +454,16 @@ func (c *Client) worker(w *worker) {
 		// stuck: what is pipelined behind a stuck call is stuck with it.
 		n := 1
 		if c.cfg.Pipeline > 1 && (c.stuck == 0 || c.cfg.Adapt) && !c.noPipeline.Load() {
-			waiting, depth := c.queued-c.idle-c.starting-c.roomLocked(), c.depthLocked()
-			if depth == 1 && waiting > 1 {
-				depth = max(1, c.probeLocked())
+			// Idle workers above the limit cannot take a call.
+			free := max(0, min(c.idle, c.capLocked()-(c.workers-c.idle-c.starting-c.stuck)))
+			waiting, depth := c.queued-free-c.starting-c.roomLocked(), c.depthLocked()
+			if depth == 1 && c.queued > 1 {
+				// A probe takes calls a socket could take: while the
+				// backend is not found fast every socket is allowed, so
+				// no call waits for one (adapt.go).
+				if depth = max(1, c.probeLocked()); depth > 1 {
+					waiting = c.queued
+				}
 			}
 			n = max(1, min(waiting, depth))
 		}
@@ -495,13 +506,19 @@ func (c *Client) worker(w *worker) {
 			c.stuck--
 			c.stuckNow.Store(int64(c.stuck))
 		}
-		if c.workers-c.stuck > c.capLocked() {
-			break // started in the room of a stuck call that has now ended, or above a lowered limit
+		if !c.cfg.Adapt && c.workers-c.stuck > c.capLocked() {
+			break // started in the room of a stuck call that has now ended
 		}
 	}
 	c.removeWorkerLocked(w)
 	c.mu.Unlock()
 	w.p.close()
+}
+
+// overCapLocked reports whether a worker that is not idle would take the
+// busy workers past the limit by taking a call (Adapt only). c.mu is held.
+func (c *Client) overCapLocked() bool {
+	return c.cfg.Adapt && c.workers-c.idle-c.starting-c.stuck > c.capLocked()
 }
 
 // pop takes the call at the head of the non-empty queue; c.mu is held.
