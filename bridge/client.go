@@ -362,6 +362,10 @@ func (c *Client) watchStuck(every time.Duration) {
 		}
 		c.stuck += marked
 		c.stuckNow.Store(int64(c.stuck))
+		if c.queued > 0 && c.idle > 0 {
+			// Idle workers above the limit (Adapt) may take a call now.
+			c.cond.Broadcast()
+		}
 		var start []*worker
 		for n := min(c.queued-c.idle-c.starting, c.roomLocked()); n > 0; n-- {
 			start = append(start, c.addWorkerLocked())

@@ -508,3 +508,77 @@ func TestAdaptFirstCallsFanOut(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// With -backend-adapt, workers above a lowered limit wait idle. When the
+// calls within the limit hang and are found stuck, those idle workers take
+// the queue: nothing waits for the hang to end.
+func TestAdaptIdleWorkersServeAroundStuck(t *testing.T) {
+	release := make(chan struct{})
+	var hanging atomic.Int64
+	ln := echoServer(t, func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.PostBody()) == "hang" {
+			hanging.Add(1)
+			<-release
+		}
+		ctx.SetBody(ctx.PostBody())
+	})
+	defer close(release)
+	c := newClient(t, ln.Addr().String(), Config{MaxConns: 64, Pipeline: 16, Adapt: true, Timeout: 20 * time.Second})
+	fast := func(limit int) { // a fast backend, as far as the adapter knows
+		c.mu.Lock()
+		now := Now()
+		c.ad.cur, c.ad.prev, c.ad.bucket = 50_000, 50_000, now
+		for i := range c.ad.recent {
+			c.ad.recent[i] = 50_000
+		}
+		c.ad.rn, c.ad.limit, c.ad.changed = recentSamples, limit, now+int64(time.Hour) // no changes of its own
+		c.mu.Unlock()
+	}
+	// 32 workers, then a limit of 4: 28 of them wait idle above it.
+	fast(32)
+	d := make(done, 64)
+	var calls []*Call
+	for i := range 32 {
+		calls = append(calls, post(c, d, "w"+strconv.Itoa(i), "x"))
+	}
+	submitAll(c, calls)
+	for _, call := range d.wait(t, 32) {
+		ReleaseCall(call)
+	}
+	fast(4)
+	for i := range 4 { // one at a time: on four sockets, the limit
+		c.Submit(post(c, d, "h"+strconv.Itoa(i), "hang"))
+		waitCond(t, func() bool { return hanging.Load() == int64(i+1) })
+	}
+	var quick []*Call
+	for i := range 8 {
+		quick = append(quick, post(c, d, "q"+strconv.Itoa(i), "quick"))
+	}
+	submitAll(c, quick)
+	deadline := time.After(5 * time.Second)
+	for got := 0; got < 8; {
+		select {
+		case call := <-d:
+			if string(call.Resp.Body()) != "quick" {
+				t.Fatalf("a hanging call finished: %q", call.Resp.Body())
+			}
+			ReleaseCall(call)
+			got++
+		case <-deadline:
+			c.mu.Lock()
+			st := fmt.Sprintf("queued %d idle %d woken %d workers %d starting %d stuck %d cap %d fast %v lone %d", c.queued, c.idle, c.woken, c.workers, c.starting, c.stuck, c.capLocked(), c.ad.isFast(), c.lone)
+			c.mu.Unlock()
+			t.Fatalf("%d of 8 quick calls answered in 5 s while 4 calls within the limit hang; %s", got, st)
+		}
+	}
+}
+
+func waitCond(t *testing.T, ok func() bool) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); !ok(); {
+		if time.Now().After(end) {
+			t.Fatal("condition not met in 5 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
