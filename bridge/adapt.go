@@ -67,9 +67,9 @@ const (
 	// that come after.
 	adaptStuckPipelined = 10 * time.Millisecond
 	// adaptTrusted: a connection whose last POST was answered within
-	// this may have its next call lead a pipelined batch; any other call
-	// (a first message, a GET, one after a slow answer) only ends one, so
-	// that nothing waits behind a call no fast answer vouches for.
+	// this may have its next call share a pipelined batch; any other call
+	// (a first message, a GET, one after a slow answer) goes alone, so
+	// that no call waits on one no fast answer vouches for.
 	adaptTrusted = adaptStuckPipelined
 	// adaptProbe calls make a probe, one every adaptProbeEvery.
 	adaptProbe      = 4

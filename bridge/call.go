@@ -69,7 +69,7 @@ type Call struct {
 	next       *Call // queue link: worker queue or a Pipeline
 	attempt    uint8
 	staleRetry bool   // sent again once after a stale socket (stale.go)
-	trusted    bool   // its connection's last POST was answered fast: it may lead a pipelined batch (Session)
+	trusted    bool   // its connection's last POST was answered fast: it may share a pipelined batch (Session)
 	seq        uint32 // Wsbridge-Seq, set by the Session on the loop (sign.go)
 	start      time.Time
 	scratch    []byte // URI and header value building, reused

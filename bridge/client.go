@@ -451,11 +451,13 @@ func (c *Client) worker(w *worker) {
 			}
 			break
 		}
-		// Leave a call for every idle worker (woken ones included: they
-		// count as idle until they hold the lock), every worker still
-		// starting and every one that may still start: a batch is only
-		// what no connection could take now. No batches while a call is
-		// stuck: what is pipelined behind a stuck call is stuck with it.
+		// Leave a call for every idle worker that may take one (woken
+		// ones included: they count as idle until they hold the lock),
+		// every worker still starting and every one that may still start:
+		// a batch is only what no connection could take now. Without
+		// Adapt, no batches while a call is stuck: what is pipelined
+		// behind a stuck call is stuck with it. With Adapt batches hold
+		// only trusted calls (below), so they go on forming.
 		n := 1
 		if c.cfg.Pipeline > 1 && (c.stuck == 0 || c.cfg.Adapt) && !c.noPipeline.Load() {
 			// Idle workers above the limit cannot take a call.

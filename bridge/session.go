@@ -138,7 +138,7 @@ type Session struct {
 	busy       bool   // a call is in flight
 	idLen      uint8  // len(ClientId) in names
 	hasMeta    bool   // the Loop holds metadata for this connection (meta.go)
-	trusted    bool   // the last POST was answered within adaptTrusted: the next may lead a batch
+	trusted    bool   // the last POST was answered within adaptTrusted: the next may share a batch
 	seq        uint32 // Wsbridge-Seq of the last call issued (sign.go)
 }
 
@@ -304,9 +304,9 @@ func (s *Session) Finish(l *Loop, c *Call, o Owner) {
 	}
 	switch c.Method {
 	case POST:
-		// Fast answers earn the connection's next call the right to go
-		// ahead of others in a pipelined batch; a slow one (or none) loses
-		// it until a call comes back fast again (adapt.go).
+		// A fast answer earns the connection's next call the right to
+		// share a pipelined batch; a slow one (or none) loses it until a
+		// call comes back fast again (adapt.go).
 		s.trusted = c.Answered != 0 && c.Answered-c.Sent <= int64(adaptTrusted)
 		if next := s.done(); next != nil {
 			l.queued.Add(-1)
