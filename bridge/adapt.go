@@ -236,8 +236,9 @@ func (c *Client) probeAt(now int64) int {
 	return min(adaptProbe, c.cfg.Pipeline)
 }
 
-// AdaptState is what Adapt decided: the limit on sockets, the depth of a
-// batch, and the call times it decided from.
+// AdaptState is what Adapt decided: the limit on sockets in force (as
+// SocketLimit: every socket while the backend is not fast), the depth of
+// a batch, and the call times it decided from.
 type AdaptState struct {
 	Limit, Depth int
 	Base, Recent int64 // ns
@@ -252,7 +253,7 @@ func (c *Client) Adapted() AdaptState {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return AdaptState{Limit: c.ad.limit, Depth: c.depthLocked(), Base: c.ad.base(), Recent: c.ad.recentMin(),
+	return AdaptState{Limit: c.capLocked(), Depth: c.depthLocked(), Base: c.ad.base(), Recent: c.ad.recentMin(),
 		Raises: c.ad.raises, Lowers: c.ad.lowers}
 }
 
