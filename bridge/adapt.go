@@ -86,6 +86,7 @@ type adapter struct {
 	changed        int64 // Now() of the last change of limit
 	raises, lowers int64 // changes of limit, for tests (Adapted)
 	probed         int64 // Now() of the last probe
+	turnedSlow     bool  // the last batch took far longer than the typical one (timedLocked)
 }
 
 // isFast: the backend answers fast enough to pipeline to, and the calls
@@ -150,19 +151,36 @@ func (c *Client) depthLocked() int {
 	if !c.ad.isFast() {
 		return 1
 	}
-	return int(max(1, min(int64(c.cfg.Pipeline), adaptBudget/max(c.ad.base(), c.ad.now()))))
+	if c.ad.turnedSlow {
+		return 1
+	}
+	return int(max(1, min(int64(c.cfg.Pipeline), adaptBudget/c.ad.base())))
 }
 
 // timedLocked folds in a batch of n calls answered d ns after the write,
 // busy workers (this one included) being in use. c.mu is held.
 func (c *Client) timedLocked(d int64, n, busy int) { c.timedAt(Now(), d, n, busy) }
 
+// TrustWithin is how soon a POST must be answered for its connection's
+// next call to be trusted (Session): adaptTrusted, or four times the
+// typical batch's time if that is longer (a saturated machine makes every
+// call slow, and a call is suspect only when slower than the others).
+func (c *Client) TrustWithin() int64 { return c.trustWithin.Load() }
+
 // timedAt is timedLocked at the time now.
 func (c *Client) timedAt(now, d int64, n, busy int) {
-	if !c.cfg.Adapt || n <= 0 || d <= 0 {
+	if c.cfg.Pipeline <= 1 || n <= 0 || d <= 0 {
 		return
 	}
 	a := &c.ad
+	// A batch far slower than the typical one, and slow per call: the
+	// backend has just turned slow (depthLocked).
+	a.turnedSlow = c.typical > 0 && d > 4*c.typical && d > int64(adaptTrusted) && d/int64(n) > adaptBudget
+	c.typical += (d - c.typical) / 16
+	c.trustWithin.Store(max(int64(adaptTrusted), 4*c.typical))
+	if !c.cfg.Adapt {
+		return
+	}
 	per := max(d/int64(n), 1)
 	if now-a.bucket >= adaptWindow {
 		a.prev, a.cur, a.bucket = a.cur, 0, now

@@ -121,12 +121,14 @@ type Client struct {
 	closed   bool
 	ad       adapter // Adapt's state
 
-	pending    atomic.Int64  // calls submitted and not yet completed (retries included)
-	stuckNow   atomic.Int64  // c.stuck, for Stuck
-	connGen    atomic.Uint64 // bumped to drop every socket dialed before (dropConns)
-	staleConns atomic.Int64  // sockets found closed by the backend
-	pipelined  atomic.Int64  // calls sent in a batch of two or more
-	noPipeline atomic.Bool   // the backend closed a connection with requests behind its first answer
+	pending     atomic.Int64  // calls submitted and not yet completed (retries included)
+	stuckNow    atomic.Int64  // c.stuck, for Stuck
+	connGen     atomic.Uint64 // bumped to drop every socket dialed before (dropConns)
+	staleConns  atomic.Int64  // sockets found closed by the backend
+	pipelined   atomic.Int64  // calls sent in a batch of two or more
+	noPipeline  atomic.Bool   // the backend closed a connection with requests behind its first answer
+	trustWithin atomic.Int64  // TrustWithin
+	typical     int64         // a batch's time, write to last answer, smoothed (ns); c.mu
 }
 
 // worker is one worker goroutine's state.
@@ -202,6 +204,7 @@ func New(cfg Config) (*Client, error) {
 	c.cfg.Adapt = cfg.Adapt && cfg.Pipeline > 1
 	c.ad.limit = min(cfg.MaxConns, adaptStartLimit)
 	c.cond = sync.NewCond(&c.mu)
+	c.trustWithin.Store(int64(adaptTrusted))
 	go c.retireIdle(retireEvery)
 	every := min(max(cfg.StuckAfter/5, 5*time.Millisecond), 100*time.Millisecond)
 	if c.cfg.Adapt {

@@ -307,7 +307,7 @@ func (s *Session) Finish(l *Loop, c *Call, o Owner) {
 		// A fast answer earns the connection's next call the right to
 		// share a pipelined batch; a slow one (or none) loses it until a
 		// call comes back fast again (adapt.go).
-		s.trusted = c.Answered != 0 && c.Answered-c.Sent <= int64(adaptTrusted)
+		s.trusted = c.Answered != 0 && c.Answered-c.Sent <= l.cl.TrustWithin()
 		if next := s.done(); next != nil {
 			l.queued.Add(-1)
 			next.Received = Now()
