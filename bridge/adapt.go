@@ -176,7 +176,8 @@ func (c *Client) timedAt(now, d int64, n, busy int) {
 	// A batch far slower than the typical one, and slow per call: the
 	// backend has just turned slow (depthLocked).
 	a.turnedSlow = c.typical > 0 && d > 4*c.typical && d > int64(adaptTrusted) && d/int64(n) > adaptBudget
-	c.typical += (d - c.typical) / 16
+	// One call that hung for seconds moves it little.
+	c.typical += (min(d, 2*c.typical+int64(adaptTrusted)) - c.typical) / 16
 	c.trustWithin.Store(max(int64(adaptTrusted), 4*c.typical))
 	if !c.cfg.Adapt {
 		return

@@ -20,7 +20,7 @@ func TestOptionsDefaults(t *testing.T) {
 	requireEqual(t, "backend", o.backend, "http://127.0.0.1:8000/")
 	requireEqual(t, "admin", o.admin, "127.0.0.1:7002")
 	requireEqual(t, "backend-max-conns", o.backendMaxConns, 1024)
-	requireEqual(t, "backend-pipeline", o.backendPipeline, 1)
+	requireEqual(t, "backend-pipeline", o.backendPipeline, 16)
 	requireEqual(t, "backend-adapt", o.backendAdapt, true)
 	requireEqual(t, "max-pending-upgrades", o.engine.MaxPending, 512)
 	requireEqual(t, "backend-timeout", o.backendTimeout, 60*time.Second)
