@@ -155,6 +155,17 @@ func TestAdaptDecisions(t *testing.T) {
 	if st.Limit != adaptMinLimit || st.Depth < 4 {
 		t.Fatalf("fast backend on a busy machine: limit %d, depth %d, want %d sockets at least 4 deep (%+v)", st.Limit, st.Depth, adaptMinLimit, st)
 	}
+	// Single calls that waited for a busy core (3 ms, where a batch's
+	// calls take 50 µs each) do not shrink the batches: a call's wake-up
+	// is not the backend's speed, and with depth 1 on a few sockets the
+	// queue would only grow.
+	for range 3 {
+		st = feed(c, &now, time.Millisecond, time.Millisecond, 3*time.Millisecond, 1, 4, 60)
+		if st.Depth < 4 {
+			t.Fatalf("after a single call of 3 ms: depth %d, want at least 4 still (%+v)", st.Depth, st)
+		}
+		st = feed(c, &now, time.Millisecond, time.Millisecond, 50*us, 16, 4, 60)
+	}
 	// It turns slow: 100 ms a call, and the 64 callers' calls wait.
 	st = feed(c, &now, time.Millisecond, time.Millisecond, 100*time.Millisecond, 1, 4, 60)
 	if st.Depth != 1 {

@@ -46,3 +46,51 @@ func TestSessionTrust(t *testing.T) {
 		s.Finish(l, call, o)
 	}
 }
+
+// Trust is relative to how long calls take: on a machine so busy that
+// every call takes 15 ms, a POST answered in 30 ms still vouches for its
+// connection's next call, and one answered in 150 ms does not. One call
+// that hung for seconds moves the bar little.
+func TestSessionTrustRelative(t *testing.T) {
+	ln := echoServer(t, func(ctx *fasthttp.RequestCtx) {
+		switch string(ctx.PostBody()) {
+		case "busy":
+			time.Sleep(3 * adaptTrusted)
+		case "slow":
+			time.Sleep(15 * adaptTrusted)
+		}
+		ctx.SetBody(ctx.PostBody())
+	})
+	c := newClient(t, ln.Addr().String(), Config{MaxConns: 2, Pipeline: 8, Adapt: true, Timeout: 5 * time.Second})
+	c.mu.Lock()
+	now := Now()
+	for range 200 {
+		c.timedAt(now, int64(15*time.Millisecond), 1, 1)
+	}
+	c.timedAt(now, int64(5*time.Second), 1, 1) // a call that hung
+	c.mu.Unlock()
+	if got := time.Duration(c.TrustWithin()); got < 40*time.Millisecond || got > 100*time.Millisecond {
+		t.Fatalf("calls of 15 ms (and one of 5 s): trusted within %v, want about 4 × 15 ms", got)
+	}
+	l := NewLoop(c, "t", new(atomic.Int64))
+	o := owner{make(done, 1)}
+	var s Session
+	s.Begin(1, []byte("client"), []byte("127.0.0.1"), nil)
+	for i, step := range []struct {
+		body    string
+		trusted bool
+	}{
+		{"first", false},
+		{"busy", true},   // the answer before it was fast
+		{"slow", true},   // 30 ms: slow, but not for this machine
+		{"after", false}, // 150 ms: slow even here
+		{"again", true},
+	} {
+		s.Message(l, o, []byte(step.body), true, true, false)
+		call := o.wait(t, 1)[0]
+		if call.trusted != step.trusted || call.Outcome != OutcomeOK {
+			t.Fatalf("message %d (%s): trusted %v, outcome %s; want trusted %v, ok", i, step.body, call.trusted, call.Outcome, step.trusted)
+		}
+		s.Finish(l, call, o)
+	}
+}
