@@ -8,13 +8,13 @@
 #   bench/compare.sh --ramp                  # the 250,000-connection ramp (wsbridge)
 #   bench/compare.sh --peer BIN --rounds 3   # three rounds, contenders rotated each round
 #
-# wsbridge is measured twice: with its defaults, and tuned for a fast
-# backend as docs/tuning.md describes ($PIPELINED, by default 16 backend
-# connections carrying up to 16 pipelined requests each).
+# wsbridge is measured twice: with its defaults (adaptive pipelining),
+# and tuned by hand for a fast backend ($PIPELINED, by default at most 16
+# backend connections carrying up to 16 pipelined requests each).
 #
 # Environment: CONTENDERS (default "wsbridge wsbridge-pipelined"; "peer"
 # is added with --peer; "wsbridge-unpipelined" is -backend-pipeline 1, the
-# defaults before the seventh session), RUNS (default "idle throughput handshake push
+# defaults before the eighth session), RUNS (default "idle throughput handshake push
 # fixed"), TCONNS (closed-loop connections of the throughput run, default
 # 200), FIXED_RATES (default "5000 10000" msg/s), BACKEND_ARGS (flags
 # for the mock backend, e.g. "-delay 20ms -workers 32" for a PHP-FPM-like

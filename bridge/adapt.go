@@ -37,7 +37,22 @@ import (
 // depth is how many calls one socket may carry: adaptBudget / base, at
 // most Pipeline. The last call of a batch waits behind the others for
 // about adaptBudget; against a backend whose calls take a millisecond or
-// more, depth is 1: no pipelining, whatever Pipeline allows.
+// more, depth is 1: no pipelining, whatever Pipeline allows. It follows
+// base, not the last batch: on a saturated machine a single call often
+// takes milliseconds only because it waited for a core, and a depth that
+// shrank with it made batches smaller, calls slower and the depth smaller
+// still, until a few sockets carried one call each and the queue grew
+// without bound. Only a batch far slower than the typical one (four times,
+// over 10 ms, over adaptBudget a call: the backend has just turned slow)
+// makes the next one a single call.
+//
+// Trust (Session) is relative too: a connection's next call may share a
+// batch if its last POST was answered within adaptTrusted or four times
+// the typical batch's time, whichever is longer (TrustWithin). On a
+// machine where every call takes 30 ms, a call is suspect only when it is
+// slower than the others; with a fixed 10 ms every connection lost its
+// trust, and the calls that could not share a batch waited for the few
+// sockets the limit allowed.
 //
 // A call that is stuck (StuckAfter) does not count against the limit, as
 // it does not count against MaxConns. No sample is taken from a failed

@@ -110,13 +110,12 @@ func parseOptions(args, env []string) (*options, error) {
 	// 1024 sockets keep a PHP-FPM or Puma pool busy without queueing in
 	// the kernel; they count against the same open-files limit as clients.
 	fs.IntVar(&o.backendMaxConns, "backend-max-conns", 1024, "most sockets to the backend; more calls queue")
-	// 1: -backend-pipeline 16 (adaptive) doubles the round trips per CPU
-	// second against a fast backend in a closed loop and now keeps the
-	// healthy clients' rate through a stall (TestTroubleStuckIDs), but with
-	// 10,000 clients sending one message a second each on a saturated box
-	// its p99 was 1.6-1.9 s where one call per socket's was 311 ms
-	// (BENCHMARKS.md, seventh session).
-	fs.IntVar(&o.backendPipeline, "backend-pipeline", 16, "most requests one backend connection may carry at once (HTTP/1.1 pipelining; 1 = off). With -backend-adapt only while the backend answers fast, on the few sockets it needs, and only for connections answered fast; see docs/tuning.md")
+	// 16 (adaptive): about twice the round trips per CPU second of one
+	// call per socket against a fast backend, the same against a PHP-FPM-
+	// like pool (never pipelined), the healthy clients' rate kept through a
+	// stall (TestTroubleStuckIDs), and an open-loop tail on a saturated box
+	// like one call per socket's (BENCHMARKS.md, eighth session).
+	fs.IntVar(&o.backendPipeline, "backend-pipeline", 16, "most requests one backend connection may carry at once (HTTP/1.1 pipelining; 1 = off). With -backend-adapt only while the backend answers fast, on the few sockets it needs, and only for connections whose last message was answered fast; see docs/tuning.md")
 	fs.BoolVar(&o.backendAdapt, "backend-adapt", true, "with -backend-pipeline > 1: find how many of -backend-max-conns sockets the backend can use, and pipeline on them only while it answers fast (false: every socket up to -backend-max-conns, and -backend-pipeline whenever all are busy)")
 	fs.DurationVar(&o.backendTimeout, "backend-timeout", 60*time.Second, "per backend request; also bounds how long a reconnect waits for the previous DELETE")
 	// 250ms: far above a healthy API call, and short enough that the
