@@ -24,20 +24,29 @@ func TestSessionTrust(t *testing.T) {
 		ctx.SetBody(ctx.PostBody())
 	})
 	c := newClient(t, ln.Addr().String(), Config{MaxConns: 2, Pipeline: 8, Adapt: true, Timeout: 5 * time.Second})
-	l := NewLoop(c, "t", new(atomic.Int64))
-	o := owner{make(done, 1)}
-	var s Session
-	s.Begin(1, []byte("client"), []byte("127.0.0.1"), nil)
-	for i, step := range []struct {
-		body    string
-		trusted bool
-	}{
+	sendTrusted(t, NewLoop(c, "t", new(atomic.Int64)), []trustStep{
 		{"first", false}, // nothing vouches for it yet
 		{"fast", true},
 		{"slow", true},   // the answer before it was fast
 		{"after", false}, // the answer before it was slow
 		{"again", true},
-	} {
+	})
+}
+
+// trustStep is a message and whether its call should be trusted.
+type trustStep struct {
+	body    string
+	trusted bool
+}
+
+// sendTrusted sends the steps' messages one after the other on one
+// connection through l and checks each call's trust.
+func sendTrusted(t *testing.T, l *Loop, steps []trustStep) {
+	t.Helper()
+	o := owner{make(done, 1)}
+	var s Session
+	s.Begin(1, []byte("client"), []byte("127.0.0.1"), nil)
+	for i, step := range steps {
 		s.Message(l, o, []byte(step.body), true, true, false)
 		call := o.wait(t, 1)[0]
 		if call.trusted != step.trusted || call.Outcome != OutcomeOK {
@@ -72,25 +81,11 @@ func TestSessionTrustRelative(t *testing.T) {
 	if got := time.Duration(c.TrustWithin()); got < 40*time.Millisecond || got > 100*time.Millisecond {
 		t.Fatalf("calls of 15 ms (and one of 5 s): trusted within %v, want about 4 × 15 ms", got)
 	}
-	l := NewLoop(c, "t", new(atomic.Int64))
-	o := owner{make(done, 1)}
-	var s Session
-	s.Begin(1, []byte("client"), []byte("127.0.0.1"), nil)
-	for i, step := range []struct {
-		body    string
-		trusted bool
-	}{
+	sendTrusted(t, NewLoop(c, "t", new(atomic.Int64)), []trustStep{
 		{"first", false},
 		{"busy", true},   // the answer before it was fast
-		{"slow", true},   // 30 ms: slow, but not for this machine
-		{"after", false}, // 150 ms: slow even here
+		{"slow", true},   // the answer before it took 30 ms: slow, but not for this machine
+		{"after", false}, // the answer before it took 150 ms: slow even here
 		{"again", true},
-	} {
-		s.Message(l, o, []byte(step.body), true, true, false)
-		call := o.wait(t, 1)[0]
-		if call.trusted != step.trusted || call.Outcome != OutcomeOK {
-			t.Fatalf("message %d (%s): trusted %v, outcome %s; want trusted %v, ok", i, step.body, call.trusted, call.Outcome, step.trusted)
-		}
-		s.Finish(l, call, o)
-	}
+	})
 }
