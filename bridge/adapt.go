@@ -101,7 +101,8 @@ type adapter struct {
 	changed        int64 // Now() of the last change of limit
 	raises, lowers int64 // changes of limit, for tests (Adapted)
 	probed         int64 // Now() of the last probe
-	turnedSlow     bool  // the last batch took far longer than the typical one (timedLocked)
+	typical        int64 // a batch's time, write to last answer, smoothed (ns)
+	turnedSlow     bool  // the last batch took far longer than the typical one (timedAt)
 }
 
 // isFast: the backend answers fast enough to pipeline to, and the calls
@@ -190,10 +191,10 @@ func (c *Client) timedAt(now, d int64, n, busy int) {
 	a := &c.ad
 	// A batch far slower than the typical one, and slow per call: the
 	// backend has just turned slow (depthLocked).
-	a.turnedSlow = c.typical > 0 && d > 4*c.typical && d > int64(adaptTrusted) && d/int64(n) > adaptBudget
+	a.turnedSlow = a.typical > 0 && d > 4*a.typical && d > int64(adaptTrusted) && d/int64(n) > adaptBudget
 	// One call that hung for seconds moves it little.
-	c.typical += (min(d, 2*c.typical+int64(adaptTrusted)) - c.typical) / 16
-	c.trustWithin.Store(max(int64(adaptTrusted), 4*c.typical))
+	a.typical += (min(d, 2*a.typical+int64(adaptTrusted)) - a.typical) / 16
+	c.trustWithin.Store(max(int64(adaptTrusted), 4*a.typical))
 	if !c.cfg.Adapt {
 		return
 	}

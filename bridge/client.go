@@ -128,7 +128,6 @@ type Client struct {
 	pipelined   atomic.Int64  // calls sent in a batch of two or more
 	noPipeline  atomic.Bool   // the backend closed a connection with requests behind its first answer
 	trustWithin atomic.Int64  // TrustWithin
-	typical     int64         // a batch's time, write to last answer, smoothed (ns); c.mu
 }
 
 // worker is one worker goroutine's state.
