@@ -113,13 +113,6 @@ func (a *adapter) isFast() bool {
 	return base > 0 && base <= adaptBudget/4 && a.recentMin() <= adaptBudget/2
 }
 
-// now is the backend's speed of the moment: recent, or the last batch if
-// that was slower (a backend that has just become slow is seen at its
-// first slow batch, not after recentSamples of them).
-func (a *adapter) now() int64 {
-	return max(a.recentMin(), a.recent[(a.ri+recentSamples-1)%recentSamples])
-}
-
 // base is the least call time of the window, 0 until measured.
 func (a *adapter) base() int64 {
 	switch {
